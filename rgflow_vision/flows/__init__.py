@@ -1,0 +1,22 @@
+"""Bijective pieces of RG-Flow; they import only torch."""
+
+from .conditioner import ResidualMLP, Swish
+from .coupling import AffineCoupling, BlockFlow, checkerboard
+from .geometry import causal_cone, cone_width, layer_schedule, level_map, num_levels
+from .preprocess import PixelTransform
+from .rgflow import RGFlow
+
+__all__ = [
+    "AffineCoupling",
+    "BlockFlow",
+    "PixelTransform",
+    "RGFlow",
+    "ResidualMLP",
+    "Swish",
+    "causal_cone",
+    "checkerboard",
+    "cone_width",
+    "layer_schedule",
+    "level_map",
+    "num_levels",
+]

@@ -1,0 +1,58 @@
+"""The conditioner of a coupling: a pre-activation residual MLP on the block vector."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+SWISH_GAIN = 2.81  # variance gain of swish, used like ReLU's 2 in He initialisation
+
+
+class Swish(nn.Module):
+    """``x * sigmoid(beta * x)`` with a learnable ``beta`` per feature."""
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.beta = nn.Parameter(torch.ones(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.beta * x)
+
+
+def _linear(fan_in: int, fan_out: int) -> nn.Module:
+    # Variance-preserving uniform init for swish; with PyTorch's default init the flow
+    # barely moves in its first steps.
+    linear = nn.Linear(fan_in, fan_out)
+    bound = math.sqrt(3 * SWISH_GAIN / fan_in)
+    nn.init.uniform_(linear.weight, -bound, bound)
+    nn.init.zeros_(linear.bias)
+    return weight_norm(linear)
+
+
+class ResidualMLP(nn.Module):
+    """``features -> features`` residual network whose output starts at exactly zero.
+
+    Each residual block is ``[swish, linear] * (mlp_depth + 1)`` through ``hidden`` units;
+    the residual sum is scaled by ``1/sqrt(2)`` to keep the variance. The output goes
+    through a per-feature scale initialised to zero (so the coupling starts as the
+    identity) and, for log-scales, a ``tanh``.
+    """
+
+    def __init__(self, features: int, hidden: int, num_res_blocks: int, mlp_depth: int, tanh: bool):
+        super().__init__()
+        widths = [features] + [hidden] * mlp_depth + [features]
+        self.res_blocks = nn.ModuleList(
+            nn.Sequential(*(m for a, b in zip(widths, widths[1:]) for m in (Swish(a), _linear(a, b))))
+            for _ in range(num_res_blocks)
+        )
+        self.out_scale = nn.Parameter(torch.zeros(features))
+        self.tanh = tanh
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.res_blocks:
+            x = (x + block(x)) * (1 / math.sqrt(2))
+        x = self.out_scale * x
+        return torch.tanh(x) if self.tanh else x

@@ -1,0 +1,123 @@
+"""The bijection shared by all blocks of a layer: a stack of RealNVP affine couplings.
+
+A block is a vector of ``C*K*K`` values laid out as ``(C, K, K)``. Each coupling owns a
+log-scale network ``s`` and a shift network ``t`` and is applied twice: first the sites of
+the checkerboard mask condition the others, then the complement does. Optionally the
+backward pass rebuilds each coupling's input from its output instead of storing
+activations (reversible backpropagation), so memory no longer grows with depth.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .conditioner import ResidualMLP
+
+
+def checkerboard(channels: int, block_size: int) -> torch.Tensor:
+    """Flattened ``(C, K, K)`` mask, 1 where ``i + j`` is even, the same for every channel."""
+    i = torch.arange(block_size)
+    board = ((i[:, None] + i[None, :]) % 2 == 0).float()
+    return board.expand(channels, -1, -1).reshape(-1)
+
+
+class AffineCoupling(nn.Module):
+    """``y = x * exp(s(x_m)) + t(x_m)`` on the sites outside the conditioning mask ``m``."""
+
+    def __init__(self, channels: int, block_size: int, hidden: int, num_res_blocks: int, mlp_depth: int):
+        super().__init__()
+        features = channels * block_size**2
+        mask = checkerboard(channels, block_size)
+        self.register_buffer("masks", torch.stack([mask, 1 - mask]), persistent=False)
+        self.s = ResidualMLP(features, hidden, num_res_blocks, mlp_depth, tanh=True)
+        self.t = ResidualMLP(features, hidden, num_res_blocks, mlp_depth, tanh=False)
+
+    def forward(self, x: torch.Tensor, parity: int, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """One half of the coupling: ``parity`` 0 conditions on the mask, 1 on its complement.
+
+        Returns the new vectors and the per-vector log|det| of the map that was applied.
+        """
+        cond, free = self.masks[parity], self.masks[1 - parity]
+        x_cond = x * cond
+        # s and t vanish on the conditioning sites, which therefore pass through unchanged.
+        # Under autocast the networks may run in bf16; the affine map and log-det do not.
+        s = self.s(x_cond).to(x.dtype) * free
+        t = self.t(x_cond).to(x.dtype) * free
+        if inverse:
+            return (x - t) * torch.exp(-s), -s.sum(dim=1)
+        return x * torch.exp(s) + t, s.sum(dim=1)
+
+
+class BlockFlow(nn.Module):
+    """A stack of couplings acting on ``(N, C*K*K)``; one per disentangler or decimator layer."""
+
+    def __init__(
+        self,
+        channels: int,
+        block_size: int,
+        num_couplings: int,
+        hidden: int,
+        num_res_blocks: int,
+        mlp_depth: int,
+        reversible: bool = False,
+    ):
+        super().__init__()
+        self.couplings = nn.ModuleList(
+            AffineCoupling(channels, block_size, hidden, num_res_blocks, mlp_depth) for _ in range(num_couplings)
+        )
+        self.reversible = reversible
+
+    def steps(self, inverse: bool) -> list[tuple[AffineCoupling, int]]:
+        """The half-couplings in the order they are applied."""
+        order = [(c, parity) for c in self.couplings for parity in (0, 1)]
+        return order[::-1] if inverse else order
+
+    def forward(self, x: torch.Tensor, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        params = tuple(p for p in self.parameters() if p.requires_grad)
+        if self.reversible and torch.is_grad_enabled() and (x.requires_grad or params):
+            return _ReversibleSteps.apply(x, self, inverse, *params)
+        return _run(self.steps(inverse), x, inverse)
+
+
+def _run(steps, x, inverse):
+    logdet = x.new_zeros(x.shape[0])
+    for coupling, parity in steps:
+        x, ld = coupling(x, parity, inverse)
+        logdet = logdet + ld
+    return x, logdet
+
+
+class _ReversibleSteps(torch.autograd.Function):
+    """Runs a :class:`BlockFlow` storing only its output; backward inverts step by step."""
+
+    @staticmethod
+    def forward(ctx, x, flow, inverse, *params):
+        ctx.flow, ctx.inverse = flow, inverse
+        device = x.device.type
+        ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        with torch.no_grad():
+            y, logdet = _run(flow.steps(inverse), x, inverse)
+        ctx.save_for_backward(y)
+        return y, logdet
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_logdet):
+        (y,) = ctx.saved_tensors
+        params = [p for p in ctx.flow.parameters() if p.requires_grad]
+        grads = {p: None for p in params}
+        device, enabled, dtype = ctx.autocast
+        with torch.autocast(device, dtype=dtype, enabled=enabled):
+            for coupling, parity in reversed(ctx.flow.steps(ctx.inverse)):
+                with torch.no_grad():  # the input of this step, rebuilt from its output
+                    x, _ = coupling(y, parity, not ctx.inverse)
+                x = x.detach().requires_grad_(True)
+                step_params = [p for p in coupling.parameters() if p.requires_grad]
+                with torch.enable_grad():
+                    y_again, ld = coupling(x, parity, ctx.inverse)
+                    g = torch.autograd.grad((y_again, ld), [x, *step_params], (grad_y, grad_logdet), allow_unused=True)
+                grad_y, y = g[0], x.detach()
+                for p, gp in zip(step_params, g[1:]):
+                    if gp is not None:
+                        grads[p] = gp if grads[p] is None else grads[p] + gp
+        return (grad_y, None, None, *(grads[p] for p in params))

@@ -1,0 +1,172 @@
+"""RGFlow is an exact bijection with an exact log-det, organised by RG level."""
+
+import pytest
+import torch
+
+from rgflow_vision.flows import RGFlow, causal_cone, cone_width, level_map
+
+from .conftest import perturbed_flow
+
+TOL = {torch.float32: 1e-4, torch.float64: 1e-9}
+
+
+def test_flow_is_the_identity_at_initialisation():
+    flow = RGFlow(3, 16)
+    x = torch.randn(4, 3, 16, 16)
+    z, logdet = flow.encode(x)
+    assert torch.equal(z, x)
+    assert torch.equal(logdet, torch.zeros(4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [8, 16, 32])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_decode_inverts_encode(channels, size, dtype):
+    flow = perturbed_flow(channels, size, dtype)
+    x = torch.randn(5, channels, size, size, dtype=dtype)
+    z, logdet_enc = flow.encode(x)
+    assert z.shape == x.shape and z.dtype == dtype and logdet_enc.shape == (5,)
+    assert (z - x).abs().max() > 0.1, "the weights should be far from the identity"
+    x_back, logdet_dec = flow.decode(z)
+    assert (x_back - x).abs().max() < TOL[dtype]
+    assert (logdet_enc + logdet_dec).abs().max() < TOL[dtype] * 10
+    assert logdet_enc.abs().min() > 1e-3
+
+
+@pytest.mark.parametrize("batch", [1, 2, 7])
+def test_any_batch_size_and_batch_independence(batch):
+    flow = perturbed_flow(3, 16)
+    x = torch.randn(batch, 3, 16, 16)
+    z, logdet = flow.encode(x)
+    for i in range(batch):  # each sample is transformed on its own
+        zi, ldi = flow.encode(x[i : i + 1])
+        assert torch.allclose(zi[0], z[i], atol=1e-5) and torch.allclose(ldi[0], logdet[i], atol=1e-4)
+
+
+def jacobian_logdet(fn, x):
+    jac = torch.autograd.functional.jacobian(lambda v: fn(v.view_as(x))[0].flatten(), x.flatten(), vectorize=True)
+    sign, logabsdet = torch.linalg.slogdet(jac)
+    return sign, logabsdet
+
+
+@pytest.mark.parametrize("channels, size", [(1, 8), (3, 8), (1, 16)])
+def test_logdet_equals_slogdet_of_the_autograd_jacobian(channels, size):
+    flow = perturbed_flow(channels, size, torch.float64)
+    x = torch.randn(1, channels, size, size, dtype=torch.float64)
+    z, logdet = flow.encode(x)
+    sign, expected = jacobian_logdet(flow.encode, x)
+    assert sign != 0
+    assert abs(expected.item()) > 1.0, "a log-det near zero would not test much"
+    assert logdet.item() == pytest.approx(expected.item(), abs=1e-8)
+    _, expected_dec = jacobian_logdet(flow.decode, z)
+    assert flow.decode(z)[1].item() == pytest.approx(expected_dec.item(), abs=1e-8)
+    assert expected_dec.item() == pytest.approx(-expected.item(), abs=1e-8)
+
+
+def test_level_map_and_num_levels():
+    flow = RGFlow(3, 32)
+    assert flow.num_levels == 4
+    levels = flow.level_map()
+    assert levels.dtype == torch.long and levels.shape == (32, 32)
+    for h in range(4):  # z[..., ::2**h, ::2**h] is exactly the latents of level >= h
+        assert bool((levels[:: 2**h, :: 2**h] >= h).all())
+        assert int((levels >= h).sum()) == (32 // 2**h) ** 2
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_latents_of_level_h_are_final_once_level_h_is_done(level):
+    """Changing the layers of levels above h cannot move latents of level <= h: they have left."""
+    flow = perturbed_flow(1, 32, torch.float64)
+    x = torch.randn(2, 1, 32, 32, dtype=torch.float64)
+    z_before, _ = flow.encode(x)
+    with torch.no_grad():
+        for layers in (flow.disentanglers, flow.decimators):
+            for h in range(level + 1, flow.num_levels):
+                for p in layers[h].parameters():
+                    p.add_(0.3 * torch.randn_like(p))
+    z_after, _ = flow.encode(x)
+    moved = (z_after - z_before).abs().amax(dim=(0, 1)) > 1e-12
+    levels = flow.level_map()
+    assert not moved[levels <= level].any()
+    assert moved[levels > level].all()
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_a_level_h_latent_moves_only_pixels_in_its_causal_cone(level):
+    """Bound: the pixels a level-h latent reaches fit a square of side 12 * 2^h - 4 (8 for h = 0)."""
+    size = 64
+    flow = perturbed_flow(1, size, torch.float64)
+    z = torch.randn(1, 1, size, size, dtype=torch.float64)
+    site = (2**level * 5, 2**level * 7)  # its cone does not wrap around
+    assert flow.level_map()[site] == level
+    x, _ = flow.decode(z)
+    z2 = z.clone()
+    z2[0, 0, site[0], site[1]] += 1.0
+    x2, _ = flow.decode(z2)
+    moved = (x2 - x)[0, 0].abs() > 1e-12
+    cone = causal_cone(torch.eye(size, dtype=torch.bool)[site[0]][:, None] & torch.eye(size, dtype=torch.bool)[site[1]][None], direction="decode")
+    assert not moved[~cone].any(), "a pixel outside the causal cone changed"
+    assert torch.equal(moved, cone), "for generic weights the cone is tight"
+    rows, cols = moved.any(1).nonzero(), moved.any(0).nonzero()
+    assert rows.max() - rows.min() + 1 == cone_width(level) == cols.max() - cols.min() + 1
+
+
+def test_a_pixel_reaches_only_latents_in_its_encode_cone():
+    size = 32
+    flow = perturbed_flow(1, size, torch.float64)
+    x = torch.randn(1, 1, size, size, dtype=torch.float64)
+    x2 = x.clone()
+    x2[0, 0, 17, 9] += 1.0
+    moved = (flow.encode(x2)[0] - flow.encode(x)[0])[0, 0].abs() > 1e-12
+    pixel = torch.zeros(size, size, dtype=torch.bool)
+    pixel[17, 9] = True
+    cone = causal_cone(pixel, direction="encode")
+    assert torch.equal(moved, cone)
+    levels = level_map(size)
+    assert all(int((cone & (levels == h)).sum()) > 0 for h in range(flow.num_levels))
+    assert int(cone.sum()) < size * size // 4
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: RGFlow(3, 12), "image size 12 is not allowed"),
+        (lambda: RGFlow(3, 2), "image size 2 is not allowed"),
+        (lambda: RGFlow(1, 48), "image size 48 is not allowed"),
+        (lambda: RGFlow(0, 16), "channels must be a positive"),
+        (lambda: RGFlow(1, 16, couplings=()), "couplings per level"),
+    ],
+)
+def test_bad_architectures_raise_a_clear_value_error(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 16, 16), (2, 3, 8, 8), (3, 16, 16), (2, 3, 16, 8)])
+def test_inputs_of_the_wrong_shape_name_both_shapes(shape):
+    flow = RGFlow(3, 16)
+    with pytest.raises(ValueError, match=r"expects a batch of shape \(B, 3, 16, 16\); got"):
+        flow.encode(torch.randn(shape))
+    with pytest.raises(ValueError, match=r"decode expects"):
+        flow.decode(torch.randn(shape))
+
+
+def test_paper_configuration_has_the_papers_parameter_count():
+    with torch.device("meta"):
+        flow = RGFlow(3, 32, hidden=512, num_res_blocks=4, mlp_depth=2, couplings=(8, 6, 4, 2))
+    assert sum(p.numel() for p in flow.parameters()) == 100_647_680
+    assert [len(d.couplings) for d in flow.disentanglers] == [8, 6, 4, 2]
+    assert [len(d.couplings) for d in flow.decimators] == [8, 6, 4, 2]
+
+
+def test_deeper_levels_reuse_the_last_coupling_count():
+    flow = RGFlow(1, 64, hidden=8, num_res_blocks=1, couplings=(3, 1))
+    assert [len(d.couplings) for d in flow.disentanglers] == [3, 1, 1, 1, 1]
+
+
+def test_state_dict_round_trip_gives_the_same_map():
+    flow = perturbed_flow(3, 16)
+    copy = RGFlow(3, 16, hidden=16, num_res_blocks=1, couplings=(2, 1))
+    copy.load_state_dict(flow.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(flow.encode(x)[0], copy.encode(x)[0])
