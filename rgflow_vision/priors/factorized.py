@@ -63,9 +63,10 @@ class LaplacePrior(FactorizedPrior):
         return -u.abs() / self._b - math.log(2 * self._b)
 
     def _sample_unit(self, shape, generator, device):
-        # inverse CDF, so that a generator gives reproducible noise
-        v = torch.rand(shape, generator=generator, device=device) - 0.5
-        return -self._b * torch.sign(v) * torch.log1p(-2 * v.abs())
+        # difference of two exponentials drawn by inverse CDF: finite for every r in [0, 1),
+        # and reproducible with a generator (torch.distributions takes none)
+        r = torch.rand((2, *shape), generator=generator, device=device)
+        return self._b * (torch.log1p(-r[0]) - torch.log1p(-r[1]))
 
 
 class GaussianPrior(FactorizedPrior):
