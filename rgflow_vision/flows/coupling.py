@@ -33,20 +33,27 @@ class AffineCoupling(nn.Module):
         self.s = ResidualMLP(features, hidden, num_res_blocks, mlp_depth, tanh=True)
         self.t = ResidualMLP(features, hidden, num_res_blocks, mlp_depth, tanh=False)
 
+    def scale_shift(self, x_cond: torch.Tensor, parity: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``s`` and ``t`` from the conditioning sites; both vanish on those sites."""
+        free = self.masks[1 - parity]
+        # Under autocast the networks may run in bf16; the affine map and log-det do not.
+        dtype = torch.promote_types(x_cond.dtype, torch.float32)
+        return self.s(x_cond).to(dtype) * free, self.t(x_cond).to(dtype) * free
+
     def forward(self, x: torch.Tensor, parity: int, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """One half of the coupling: ``parity`` 0 conditions on the mask, 1 on its complement.
 
         Returns the new vectors and the per-vector log|det| of the map that was applied.
         """
-        cond, free = self.masks[parity], self.masks[1 - parity]
-        x_cond = x * cond
-        # s and t vanish on the conditioning sites, which therefore pass through unchanged.
-        # Under autocast the networks may run in bf16; the affine map and log-det do not.
-        s = self.s(x_cond).to(x.dtype) * free
-        t = self.t(x_cond).to(x.dtype) * free
-        if inverse:
-            return (x - t) * torch.exp(-s), -s.sum(dim=1)
-        return x * torch.exp(s) + t, s.sum(dim=1)
+        s, t = self.scale_shift(x * self.masks[parity], parity)
+        return affine(x, s, t, inverse)
+
+
+def affine(x, s, t, inverse):
+    # s = t = 0 on the conditioning sites, which therefore pass through bit for bit.
+    if inverse:
+        return (x - t) * torch.exp(-s), -s.sum(dim=1)
+    return x * torch.exp(s) + t, s.sum(dim=1)
 
 
 class BlockFlow(nn.Module):
@@ -107,17 +114,24 @@ class _ReversibleSteps(torch.autograd.Function):
         params = [p for p in ctx.flow.parameters() if p.requires_grad]
         grads = {p: None for p in params}
         device, enabled, dtype = ctx.autocast
-        with torch.autocast(device, dtype=dtype, enabled=enabled):
-            for coupling, parity in reversed(ctx.flow.steps(ctx.inverse)):
-                with torch.no_grad():  # the input of this step, rebuilt from its output
-                    x, _ = coupling(y, parity, not ctx.inverse)
+        inverse = ctx.inverse
+        for coupling, parity in reversed(ctx.flow.steps(inverse)):
+            cond = coupling.masks[parity]
+            step_params = [p for p in coupling.parameters() if p.requires_grad]
+            with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
+                # The conditioning sites of the input equal those of the output, so one pass
+                # of the networks both rebuilds the input and records the graph for its gradient.
+                x_cond = (y * cond).detach().requires_grad_(True)
+                s, t = coupling.scale_shift(x_cond, parity)
+                with torch.no_grad():
+                    x = affine(y, s, t, not inverse)[0]
                 x = x.detach().requires_grad_(True)
-                step_params = [p for p in coupling.parameters() if p.requires_grad]
-                with torch.enable_grad():
-                    y_again, ld = coupling(x, parity, ctx.inverse)
-                    g = torch.autograd.grad((y_again, ld), [x, *step_params], (grad_y, grad_logdet), allow_unused=True)
-                grad_y, y = g[0], x.detach()
-                for p, gp in zip(step_params, g[1:]):
-                    if gp is not None:
-                        grads[p] = gp if grads[p] is None else grads[p] + gp
+                y_again, logdet = affine(x, s, t, inverse)
+                g = torch.autograd.grad(
+                    (y_again, logdet), [x, x_cond, *step_params], (grad_y, grad_logdet), allow_unused=True
+                )
+            grad_y, y = g[0] + g[1] * cond, x.detach()
+            for p, gp in zip(step_params, g[2:]):
+                if gp is not None:
+                    grads[p] = gp if grads[p] is None else grads[p] + gp
         return (grad_y, None, None, *(grads[p] for p in params))
