@@ -126,7 +126,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, allocator {preload or 'system malloc'}, "
           f"{args.channels}x{args.size}x{args.size} images")
-    header = f"{'model':>6} {'batch':>5} {'mode':>16} {'params':>12} {'step s':>8} {'sample img/s':>13} {'peak GiB':>9}"
+    header = (f"{'model':>6} {'batch':>5} {'mode':>16} {'params':>12} {'step s':>8} {'(min)':>7} "
+              f"{'sample img/s':>13} {'peak GiB':>9}")
     print(header, flush=True)
     for model_name, batch, run_mode in runs:
         cmd = [sys.executable, __file__, "--one", "--model", model_name, "--batch", str(batch),
@@ -139,6 +140,7 @@ def main() -> None:
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         line = (f"{model_name:>6} {batch:>5} {run_mode:>16} {r['params']:>12,} {r['step_s']:>8.2f} "
+                f"{min(r['steps_s'][1:]):>7.2f} "
                 f"{r['sample_img_per_s']:>13.1f} {r['peak_rss_gib']:>9.2f}")
         if "bpd_f32_minus_bf16" in r:
             line += f"  bpd(f32) - bpd(bf16) = {r['bpd_f32_minus_bf16']:+.4f}"
