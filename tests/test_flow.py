@@ -33,6 +33,15 @@ def test_decode_inverts_encode(channels, size, dtype):
     assert logdet_enc.abs().min() > 1e-3
 
 
+def test_float64_data_through_a_float32_flow_stays_float64_and_exactly_invertible():
+    flow = perturbed_flow(3, 16)  # float32 weights
+    x = torch.randn(3, 3, 16, 16, dtype=torch.float64)
+    z, logdet = flow.encode(x)
+    assert z.dtype == logdet.dtype == torch.float64
+    x_back, logdet_inv = flow.decode(z)
+    assert (x_back - x).abs().max() < 1e-9 and (logdet + logdet_inv).abs().max() < 1e-9
+
+
 @pytest.mark.parametrize("batch", [1, 2, 7])
 def test_any_batch_size_and_batch_independence(batch):
     flow = perturbed_flow(3, 16)

@@ -36,9 +36,12 @@ class AffineCoupling(nn.Module):
     def scale_shift(self, x_cond: torch.Tensor, parity: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``s`` and ``t`` from the conditioning sites; both vanish on those sites."""
         free = self.masks[1 - parity]
-        # Under autocast the networks may run in bf16; the affine map and log-det do not.
+        # The networks run in their own precision (bf16 under autocast, float32 weights on
+        # float64 data); the affine map and the log-det keep the data's, at least float32.
+        # Invertibility is unaffected: the inverse sees the same conditioning bits.
         dtype = torch.promote_types(x_cond.dtype, torch.float32)
-        return self.s(x_cond).to(dtype) * free, self.t(x_cond).to(dtype) * free
+        h = x_cond.to(self.s.out_scale.dtype)
+        return self.s(h).to(dtype) * free.to(dtype), self.t(h).to(dtype) * free.to(dtype)
 
     def forward(self, x: torch.Tensor, parity: int, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """One half of the coupling: ``parity`` 0 conditions on the mask, 1 on its complement.
