@@ -73,3 +73,15 @@ def test_reversible_backward_replays_the_autocast_of_the_forward():
         grads.append(torch.cat([p.grad.flatten() for p in flow.parameters()]))
     # Both ran their networks in bf16; a float32 replay differs by about 4e-3.
     assert ((grads[0] - grads[1]).norm() / grads[0].norm()).item() < 1e-3
+
+
+def test_eval_mode_uses_plain_autograd_so_forward_mode_jvps_work():
+    _, rev = twin_flows(torch.float64)
+    rev.eval()
+    z = torch.randn(1, 3, 16, 16, dtype=torch.float64)
+    tangent = torch.zeros_like(z)
+    tangent[0, 0, 4, 4] = 1.0
+    _, jvp = torch.func.jvp(lambda v: rev.decode(v)[0], (z,), (tangent,))
+    eps = 1e-6
+    fd = (rev.decode(z + eps * tangent)[0] - rev.decode(z - eps * tangent)[0]) / (2 * eps)
+    assert torch.allclose(jvp, fd, atol=1e-6)

@@ -85,7 +85,9 @@ class BlockFlow(nn.Module):
 
     def forward(self, x: torch.Tensor, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         params = tuple(p for p in self.parameters() if p.requires_grad)
-        if self.reversible and torch.is_grad_enabled() and (x.requires_grad or params):
+        # Only training needs the memory; in eval mode plain autograd (and forward-mode AD,
+        # which the reversible Function does not implement) is used.
+        if self.reversible and self.training and torch.is_grad_enabled() and (x.requires_grad or params):
             return _ReversibleSteps.apply(x, self, inverse, *params)
         return _run(self.steps(inverse), x, inverse)
 
