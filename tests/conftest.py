@@ -23,6 +23,13 @@ def perturbed_flow(channels: int, size: int, dtype=torch.float32, seed: int = 0,
     return flow
 
 
+def site_mask(size: int, i: int, j: int) -> torch.Tensor:
+    """Boolean ``(size, size)`` mask of the single site ``(i, j)``."""
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    mask[i, j] = True
+    return mask
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(1234)

@@ -5,6 +5,8 @@ import torch
 
 from rgflow_vision.flows import causal_cone, cone_width, geometry, level_map, num_levels
 
+from .conftest import site_mask
+
 
 @pytest.mark.parametrize("size, levels", [(4, 1), (8, 2), (16, 3), (32, 4), (64, 5), (128, 6)])
 def test_number_of_levels_is_log2_L_over_K_plus_one(size, levels):
@@ -64,12 +66,6 @@ def test_blocks_round_trip(shift):
     assert torch.equal(geometry.from_blocks(blocks, 3, 2, 16, 4, shift), x)
 
 
-def single_site(size, i, j):
-    mask = torch.zeros(size, size, dtype=torch.bool)
-    mask[i, j] = True
-    return mask
-
-
 def bounding_box(mask):
     rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
     return rows.min().item(), rows.max().item(), cols.min().item(), cols.max().item()
@@ -81,7 +77,7 @@ def test_decode_cone_of_a_level_h_latent_is_a_square_of_side_12_2h_minus_4(h, wi
     size = 128
     site = (2**h * 13, 2**h * 21)  # odd multiples of 2^h: a level-h site
     assert level_map(size)[site] == h
-    cone = causal_cone(single_site(size, *site), direction="decode")
+    cone = causal_cone(site_mask(size, *site), direction="decode")
     top, bottom, left, right = bounding_box(cone)
     assert (bottom - top + 1, right - left + 1) == (width, width)
     assert int(cone.sum()) == width * width  # a full square: every pixel in it can move
@@ -93,7 +89,7 @@ def test_decode_cone_of_a_level_h_latent_is_a_square_of_side_12_2h_minus_4(h, wi
 def test_encode_cone_of_one_pixel_holds_O_log_N_latents():
     counts = []
     for size in (16, 32, 64, 128):
-        cone = causal_cone(single_site(size, size // 2 + 1, size // 2 + 1), direction="encode")
+        cone = causal_cone(site_mask(size, size // 2 + 1, size // 2 + 1), direction="encode")
         counts.append(int(cone.sum()))
     steps = [b - a for a, b in zip(counts, counts[1:])]
     assert counts[0] < 16 * 16 and all(0 < s <= counts[0] for s in steps), counts
@@ -105,7 +101,7 @@ def test_encode_and_decode_cones_are_dual():
     # latent l is in the encode cone of pixel p iff p is in the decode cone of l
     size = 16
     for p in [(0, 0), (5, 9), (15, 2)]:
-        enc = causal_cone(single_site(size, *p), direction="encode")
+        enc = causal_cone(site_mask(size, *p), direction="encode")
         for l in [(0, 0), (4, 8), (6, 9), (8, 0), (1, 1)]:
-            dec = causal_cone(single_site(size, *l), direction="decode")
+            dec = causal_cone(site_mask(size, *l), direction="decode")
             assert bool(enc[l]) == bool(dec[p])
