@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from rgflow_vision.flows import RGFlow
 
 ROOT = Path(__file__).resolve().parents[1]
-PAPER = dict(hidden=512, num_res_blocks=4, mlp_depth=2, couplings=(8, 6, 4, 2))
+PAPER = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "paper.yaml"))
 
 
 @pytest.mark.slow

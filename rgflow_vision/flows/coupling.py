@@ -40,8 +40,8 @@ class AffineCoupling(nn.Module):
         # float64 data); the affine map and the log-det keep the data's, at least float32.
         # Invertibility is unaffected: the inverse sees the same conditioning bits.
         dtype = torch.promote_types(x_cond.dtype, torch.float32)
-        h = x_cond.to(self.s.out_scale.dtype)
-        return self.s(h).to(dtype) * free.to(dtype), self.t(h).to(dtype) * free.to(dtype)
+        h, free = x_cond.to(self.s.out_scale.dtype), free.to(dtype)
+        return self.s(h).to(dtype) * free, self.t(h).to(dtype) * free
 
     def forward(self, x: torch.Tensor, parity: int, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """One half of the coupling: ``parity`` 0 conditions on the mask, 1 on its complement.
@@ -84,11 +84,12 @@ class BlockFlow(nn.Module):
         return order[::-1] if inverse else order
 
     def forward(self, x: torch.Tensor, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        params = tuple(p for p in self.parameters() if p.requires_grad)
         # Only training needs the memory; in eval mode plain autograd (and forward-mode AD,
         # which the reversible Function does not implement) is used.
-        if self.reversible and self.training and torch.is_grad_enabled() and (x.requires_grad or params):
-            return _ReversibleSteps.apply(x, self, inverse, *params)
+        if self.reversible and self.training and torch.is_grad_enabled():
+            params = [p for p in self.parameters() if p.requires_grad]
+            if x.requires_grad or params:
+                return _ReversibleSteps.apply(x, self, inverse, *params)
         return _run(self.steps(inverse), x, inverse)
 
 
@@ -105,7 +106,7 @@ class _ReversibleSteps(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, flow, inverse, *params):
-        ctx.flow, ctx.inverse = flow, inverse
+        ctx.flow, ctx.inverse, ctx.params = flow, inverse, params
         device = x.device.type
         ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         with torch.no_grad():
@@ -116,8 +117,7 @@ class _ReversibleSteps(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y, grad_logdet):
         (y,) = ctx.saved_tensors
-        params = [p for p in ctx.flow.parameters() if p.requires_grad]
-        grads = {p: None for p in params}
+        grads = {p: None for p in ctx.params}
         device, enabled, dtype = ctx.autocast
         inverse = ctx.inverse
         for coupling, parity in reversed(ctx.flow.steps(inverse)):
@@ -139,4 +139,4 @@ class _ReversibleSteps(torch.autograd.Function):
             for p, gp in zip(step_params, g[2:]):
                 if gp is not None:
                     grads[p] = gp if grads[p] is None else grads[p] + gp
-        return (grad_y, None, None, *(grads[p] for p in params))
+        return (grad_y, None, None, *(grads[p] for p in ctx.params))

@@ -39,12 +39,10 @@ class PixelTransform(nn.Module):
             noise = torch.rand_like(x)
         u = (x + noise) / self.levels
         s = self.alpha + (1 - 2 * self.alpha) * u
-        y = torch.log(s) - torch.log1p(-s)
+        log_s, log_1ms = torch.log(s), torch.log1p(-s)
         dims = x[0].numel()
-        logdet = dims * (math.log(1 - 2 * self.alpha) - self.bits * math.log(2)) - (
-            torch.log(s) + torch.log1p(-s)
-        ).flatten(1).sum(dim=1)
-        return y, logdet
+        logdet = dims * (math.log(1 - 2 * self.alpha) - self.bits * math.log(2)) - (log_s + log_1ms).flatten(1).sum(1)
+        return log_s - log_1ms, logdet
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """Logits to integer pixel values in ``{0, ..., 2**b - 1}`` (as ``torch.long``)."""
