@@ -22,7 +22,8 @@ class RGFlowModel(nn.Module):
     def __init__(self, flow: RGFlow, prior: FactorizedPrior, pixels: PixelTransform):
         super().__init__()
         if prior.shape != (flow.channels, flow.image_size, flow.image_size):
-            raise ValueError(f"prior shape {prior.shape} does not match the flow's {flow.channels}x{flow.image_size}x{flow.image_size}")
+            size = f"{flow.channels}x{flow.image_size}x{flow.image_size}"
+            raise ValueError(f"prior shape {prior.shape} does not match the flow's {size}")
         self.flow, self.prior, self.pixels = flow, prior, pixels
 
     @classmethod
@@ -37,7 +38,8 @@ class RGFlowModel(nn.Module):
     ) -> RGFlowModel:
         flow = RGFlow(channels, image_size, **architecture)
         level_map = flow.level_map() if learn_prior_scale else None
-        return cls(flow, build_prior(prior, channels, image_size, level_map=level_map, learn_scale=learn_prior_scale), PixelTransform(bits))
+        prior_module = build_prior(prior, channels, image_size, level_map=level_map, learn_scale=learn_prior_scale)
+        return cls(flow, prior_module, PixelTransform(bits))
 
     @property
     def dims(self) -> int:
