@@ -59,6 +59,10 @@ class RGFlowModel(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` images as integer pixel values in ``{0, ..., 2**bits - 1}`` (``torch.long``)."""
-        z = self.prior.sample(n, temperature, generator)
+        return self.decode(self.prior.sample(n, temperature, generator))
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents to images as integer pixel values (``torch.long``)."""
         y, _ = self.flow.decode(z)
         return self.pixels.inverse(y)

@@ -10,7 +10,9 @@ from contextlib import contextmanager
 from typing import ClassVar
 
 import torch
+import torch.distributed as dist
 from lightning import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
@@ -147,11 +149,16 @@ class ImageDataModule(LightningDataModule):
         return getattr(self, f"{split}_set")
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        # Train: shuffled, whole batches only. Eval: in order and complete, so bits/dim covers the whole split.
+        # Train: shuffled, whole batches only. Eval: in order and complete, so bits/dim covers the whole split;
+        # under DDP each image goes to exactly one rank (Lightning's default sampler pads with repeats).
+        sampler = None
+        if not train and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=train,
+            sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -1,0 +1,126 @@
+"""What the root apps do, given their composed Hydra config: train, evaluate, sample."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint, WeightAveraging
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ..errors import UserError
+from .callbacks import SampleGrid
+from .checkpoint import load_module, read_checkpoint, resolve_checkpoint
+from .images import image_grid, save_and_log
+from .module import FlowLitModule
+
+log = logging.getLogger("rgflow_vision")
+
+
+def _container(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
+def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list[L.Callback]:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not has_logger:  # the learning-rate monitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if cfg.get("ema"):
+        callbacks.append(EMAWeightAveraging(decay=cfg.ema))
+    # Weight averaging swaps the EMA weights out again at the end of each validation epoch: it
+    # must come after the callbacks that draw with them.
+    return sorted(callbacks, key=lambda c: isinstance(c, WeightAveraging))
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit, test, and report where everything went. Returns the metrics and paths."""
+    ckpt_path = None
+    if cfg.get("ckpt_path"):
+        ckpt_path = resolve_checkpoint(cfg.ckpt_path)
+        read_checkpoint(ckpt_path)  # fail with one sentence now rather than deep inside Lightning
+        if ckpt_path.parent.name == "checkpoints":  # continue in the run folder that wrote it
+            with open_dict(cfg):
+                cfg.paths.output_dir = str(ckpt_path.parent.parent.resolve())
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.dataset)
+    module = FlowLitModule(
+        channels=datamodule.channels,
+        image_size=datamodule.image_size,
+        bits=datamodule.bits,
+        architecture=_container(cfg.model),
+        prior=_container(cfg.prior),
+        optim=_container(cfg.optim),
+        compile=cfg.compile,
+        eval_seed=cfg.seed,
+        dataset=_container(cfg.dataset),
+    )
+    loggers = build_loggers(cfg)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    results = {"run_dir": Path(trainer.default_root_dir)}
+    if cfg.get("test"):
+        tested = trainer.test(module, datamodule=datamodule, verbose=False)
+        results["test/bpd"] = tested[0]["test/bpd"]
+    checkpoint = trainer.checkpoint_callback
+    if isinstance(checkpoint, ModelCheckpoint):
+        results["last_ckpt"] = Path(checkpoint.dirpath) / "last.ckpt" if checkpoint.save_last else None
+        results["best_ckpt"] = checkpoint.best_model_path or None
+    samples = [p for cb in trainer.callbacks if isinstance(cb, SampleGrid) for p in cb.last_paths]
+    results["samples"] = samples
+    if trainer.is_global_zero:
+        _report(results, trainer)
+    return results
+
+
+def _report(results: dict, trainer: L.Trainer) -> None:
+    lines = [f"run folder   {results['run_dir'].resolve()}"]
+    if results.get("last_ckpt"):
+        lines.append(f"checkpoint   {results['last_ckpt']}")
+    if results.get("best_ckpt"):
+        lines.append(f"best         {results['best_ckpt']}")
+    if "test/bpd" in results:
+        lines.append(f"test bpd     {results['test/bpd']:.4f}")
+    for path in results["samples"]:
+        lines.append(f"samples      {path}")
+    for logger in trainer.loggers:
+        lines.append(f"logs         {logger.log_dir or logger.save_dir} ({type(logger).__name__})")
+    print("\n".join(lines))
+
+
+def _datamodule_for(module: FlowLitModule, cfg: DictConfig):
+    """The checkpoint's dataset config, with the user's ``dataset.*`` overrides on top."""
+    saved = module.hparams.get("dataset")
+    if not saved:
+        raise UserError("this checkpoint does not record its dataset: pass the dataset config, e.g. dataset=digits")
+    overrides = _container(cfg.get("dataset"))
+    return instantiate(OmegaConf.merge(saved, overrides))
+
+
+def evaluate(cfg: DictConfig) -> float:
+    """Bits per dimension of a checkpoint on the test split (the same number training reported)."""
+    module, path = load_module(cfg.ckpt)
+    datamodule = _datamodule_for(module, cfg)
+    trainer = L.Trainer(**_container(cfg.trainer), logger=False)
+    bpd = trainer.test(module, datamodule=datamodule, verbose=False)[0]["test/bpd"]
+    print(f"test bpd {bpd:.4f}  ({path})")
+    return bpd
+
+
+def sample(cfg: DictConfig) -> Path:
+    """A grid of ``n`` samples at ``temperature`` from a checkpoint."""
+    if cfg.n < 1:
+        raise UserError(f"n={cfg.n} images is not a grid: pass n=64 or another positive number")
+    module, path = load_module(cfg.ckpt)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    pixels = module.model.sample(cfg.n, cfg.temperature, generator)
+    out = Path(cfg.out) if cfg.get("out") else Path(cfg.paths.output_dir) / f"samples_T{cfg.temperature:g}.png"
+    save_and_log(None, image_grid(pixels, module.model.pixels.bits), out, "samples")
+    print(f"{cfg.n} samples at temperature {cfg.temperature:g} from {path}\nwrote {out.resolve()}")
+    return out

@@ -1,0 +1,301 @@
+"""Training as users run it: real configs composed by Hydra, tiny limits, the CPU."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from rgflow_vision.data import CelebADataModule, CIFAR10DataModule
+from rgflow_vision.errors import UserError
+from rgflow_vision.training import FlowLitModule, NonFiniteLossError, tasks
+from rgflow_vision.training.checkpoint import load_module
+from rgflow_vision.training.module import content_seeded_noise, warmup_cosine
+
+from . import data_fixtures
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = ["model.hidden=16", "model.num_res_blocks=1", "model.couplings=[2,1]"]
+QUICK = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+         "trainer.enable_progress_bar=false", "callbacks.sample_grid.n=4", "dataset.batch_size=16"]
+
+
+def compose_cfg(tmp_path: Path, *overrides: str, config: str = "train") -> DictConfig:
+    """A real config from conf/, writing under ``tmp_path`` and reading data from ``tmp_path/data``."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose(config, overrides=[f"paths.output_dir={tmp_path / 'run'}",
+                                         f"paths.data_dir={tmp_path / 'data'}", *overrides])
+    return cfg
+
+
+def run_app(app: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RGFLOW_ALLOCATOR": "system", "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, str(ROOT / f"{app}.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def flat_parameters(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in module.state_dict().values() if p.is_floating_point()])
+
+
+# -- configs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("experiment", ["celeba32_paper", "mnist32", "cifar10_paper"])
+def test_experiment_configs_compose_into_their_dataset_and_model(tmp_path, experiment):
+    cfg = compose_cfg(tmp_path, f"experiment={experiment}")
+    assert cfg.dataset._target_.startswith("rgflow_vision.data.")
+    assert cfg.task_name == experiment and cfg.model.hidden in (128, 512)
+
+
+def test_ddp_configs_pass_straight_to_the_lightning_trainer(tmp_path):
+    cfg = compose_cfg(tmp_path, "trainer=ddp", "trainer.devices=8")
+    assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.accelerator) == ("ddp", 8, "gpu")
+    cfg = compose_cfg(tmp_path, "trainer=ddp_cpu")
+    assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.accelerator) == ("ddp", 2, "cpu")
+
+
+def test_precision_is_float32_on_cpu(tmp_path):
+    assert compose_cfg(tmp_path).trainer.precision == "32-true"
+
+
+def test_learning_rate_warms_up_then_decays_to_its_floor():
+    factor = warmup_cosine(10, 110, 0.1)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(60) == pytest.approx(0.55) and factor(110) == pytest.approx(0.1) and factor(500) == pytest.approx(0.1)
+    assert warmup_cosine(0, None)(1000) == 1.0
+
+
+# -- evaluation noise --------------------------------------------------------------------------
+
+
+def test_evaluation_noise_depends_on_the_image_not_its_batch():
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    whole = content_seeded_noise(images)
+    parts = torch.cat([content_seeded_noise(images[:2]), content_seeded_noise(images[2:])])
+    assert torch.equal(whole, parts) and whole.min() >= 0 and whole.max() < 1
+    assert not torch.equal(whole[0], whole[1])
+    many = content_seeded_noise(torch.randint(0, 256, (64, 3, 8, 8)))
+    assert abs(float(many.mean()) - 0.5) < 0.01 and abs(float(many.var()) - 1 / 12) < 0.003  # uniform
+
+
+# -- every dataset config trains on files in its real format ---------------------------------
+
+
+DATASETS = {
+    "digits": lambda root: None,
+    "mnist": lambda root: data_fixtures.write_mnist(root),
+    "cifar10": lambda root: data_fixtures.write_cifar10(root),
+    "celeba": lambda root: data_fixtures.write_celeba(root),
+    "folder": lambda root: data_fixtures.write_image_folder(root / "my_images"),
+}
+
+
+@pytest.mark.parametrize("dataset", sorted(DATASETS))
+def test_fast_dev_run_on_every_dataset(tmp_path, dataset, monkeypatch):
+    DATASETS[dataset](tmp_path / "data")
+    # Small fixture files cannot match the real MD5s: only torchvision's checksum tables are swapped.
+    fixture_class = {"cifar10": (CIFAR10DataModule, data_fixtures.cifar10_class),
+                     "celeba": (CelebADataModule, data_fixtures.celeba_class)}
+    if dataset in fixture_class:
+        module_class, make_class = fixture_class[dataset]
+        monkeypatch.setattr(module_class, "dataset_class", make_class(tmp_path / "data"))
+    extra = [f"dataset.path={tmp_path / 'data' / 'my_images'}"] if dataset == "folder" else []
+    extra += ["dataset.download=false"] if dataset not in ("digits", "folder") else []
+    extra += ["dataset.val_size=8"] if dataset in ("mnist", "cifar10") else []
+    cfg = compose_cfg(tmp_path, f"dataset={dataset}", "trainer.fast_dev_run=true", "dataset.batch_size=4",
+                      "dataset.num_workers=0", *TINY_MODEL, *extra)
+    results = tasks.train(cfg)
+    assert math.isfinite(results["test/bpd"]) and 0 < results["test/bpd"] < 16
+
+
+# -- the whole run ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """Two short epochs on digits with EMA: checkpoints, test bpd, sample grids."""
+    tmp_path = tmp_path_factory.mktemp("trained")
+    cfg = compose_cfg(tmp_path, *TINY_MODEL, *QUICK, "trainer.max_epochs=2", "ema=0.9", "logger=many",
+                      "logger.wandb.offline=true")
+    return tmp_path, tasks.train(cfg)
+
+
+def test_training_leaves_checkpoints_bpd_and_sample_grids(trained_run):
+    tmp_path, results = trained_run
+    run = tmp_path / "run"
+    assert results["last_ckpt"] == run / "checkpoints" / "last.ckpt" and results["last_ckpt"].is_file()
+    assert Path(results["best_ckpt"]).is_file()
+    assert 0 < results["test/bpd"] < 16
+    assert sorted(p.name for p in results["samples"]) == ["epoch001_T0.7.png", "epoch001_T1.png"]
+    assert all(p.is_file() for p in results["samples"])
+    assert (run / "csv" / "version_0" / "metrics.csv").is_file()
+    assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_evaluate_reproduces_the_test_bpd_of_training(trained_run):
+    tmp_path, results = trained_run
+    cfg = compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "trainer.enable_progress_bar=false",
+                      config="evaluate")
+    assert tasks.evaluate(cfg) == pytest.approx(results["test/bpd"], abs=1e-6)
+
+
+def test_checkpoint_holds_the_ema_weights_for_evaluation_and_the_live_ones_for_resuming(trained_run):
+    _, results = trained_run
+    checkpoint = torch.load(results["last_ckpt"], weights_only=False)
+    ema, live = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert any(not torch.equal(ema[k], live[k]) for k in ema if ema[k].is_floating_point())
+    assert "rng_states" in checkpoint and checkpoint["global_step"] == 4
+
+
+def test_sample_app_writes_a_grid(trained_run, tmp_path):
+    _, results = trained_run
+    out = tmp_path / "grid.png"
+    cfg = compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "n=9", "temperature=0.8", f"out={out}",
+                      config="sample")
+    assert tasks.sample(cfg) == out
+    from PIL import Image
+
+    assert Image.open(out).size == (3 * 16 + 4 * 2, 3 * 16 + 4 * 2)
+
+
+# -- resume -----------------------------------------------------------------------------------
+
+
+def test_resumed_run_reaches_the_same_parameters_as_an_uninterrupted_one(tmp_path):
+    common = [*TINY_MODEL, *QUICK, "ema=0.5", "logger=csv", "callbacks.sample_grid.n=2"]
+    straight = tasks.train(compose_cfg(tmp_path / "a", *common, "trainer.max_epochs=3", "test=false"))
+    first = tasks.train(compose_cfg(tmp_path / "b", *common, "trainer.max_epochs=2", "test=false"))
+    resumed = tasks.train(compose_cfg(tmp_path / "c", *common, "trainer.max_epochs=3", "test=false",
+                                      f"ckpt_path={first['last_ckpt']}"))
+    assert resumed["run_dir"] == first["run_dir"]  # it continued in the run folder that wrote the checkpoint
+    a, b = (torch.load(r["last_ckpt"], weights_only=False) for r in (straight, resumed))
+    assert a["global_step"] == b["global_step"] == 6
+    for key in ("state_dict", "current_model_state"):  # EMA and live weights
+        torch.testing.assert_close(flat_parameters_of(a[key]), flat_parameters_of(b[key]), rtol=1e-5, atol=1e-6)
+    assert len(list((first["run_dir"] / "csv").iterdir())) == 2  # the resumed part logged beside the first
+
+
+def flat_parameters_of(state: dict) -> torch.Tensor:
+    return torch.cat([v.flatten() for v in state.values() if v.is_floating_point()])
+
+
+# -- failures get one sentence, and nothing is lost ------------------------------------------
+
+
+class PoisonWeights(L.Callback):
+    """Sets one weight to NaN after ``step`` optimizer steps, as a diverging run would."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            next(pl_module.parameters()).data.fill_(float("nan"))
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    cfg = compose_cfg(tmp_path, *TINY_MODEL, *QUICK, "trainer.max_epochs=3", "logger=none")
+    real = tasks.build_callbacks
+    monkeypatch.setattr(tasks, "build_callbacks", lambda *a: [*real(*a), PoisonWeights(step=3)])
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan at step 3 \(epoch 1\)"):
+        tasks.train(cfg)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    module, _ = load_module(str(last))
+    assert torch.load(last, weights_only=False)["global_step"] == 2
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_interrupted_checkpoint_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, max_steps=0, enable_progress_bar=False)
+    module = FlowLitModule(1, 8, architecture={"hidden": 8, "num_res_blocks": 1, "couplings": [1]})
+    trainer.strategy.connect(module)
+    path = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(path)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies in the middle of writing
+
+    import fsspec.implementations.local as local
+
+    monkeypatch.setattr(local.LocalFileOpener, "write", crash)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint(path)
+    assert path.read_bytes() == before
+
+
+def test_bad_checkpoints_get_one_clear_sentence(tmp_path, trained_run):
+    _, results = trained_run
+    with pytest.raises(UserError, match="does not exist"):
+        load_module(str(tmp_path / "nowhere.ckpt"))
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(results["last_ckpt"].read_bytes()[:5000])
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        load_module(str(truncated))
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "epoch": 3}, foreign)
+    with pytest.raises(UserError, match="not written by rgflow-vision"):
+        load_module(str(foreign))
+    mismatched = tmp_path / "mismatched.ckpt"
+    checkpoint = torch.load(results["last_ckpt"], weights_only=False)
+    checkpoint["hyper_parameters"]["architecture"]["hidden"] = 32
+    torch.save(checkpoint, mismatched)
+    with pytest.raises(UserError, match="does not match this version of the model"):
+        load_module(str(mismatched))
+
+
+# -- the apps as users type them ---------------------------------------------------------------
+
+
+def test_train_py_with_tiny_limits_prints_where_everything_went(tmp_path):
+    run = tmp_path / "outputs" / "train" / "first"  # where ckpt=latest looks
+    result = run_app("train", *TINY_MODEL, *QUICK, f"hydra.run.dir={run}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for line in ("run folder", "checkpoint", "test bpd", "samples"):
+        assert line in result.stdout
+    assert (run / "checkpoints" / "last.ckpt").is_file() and any((run / "samples").glob("*.png"))
+    evaluated = run_app("evaluate", "ckpt=latest", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    trained_bpd = result.stdout.split("test bpd")[1].split()[0]
+    assert f"test bpd {trained_bpd}  (" in evaluated.stdout
+
+
+def test_missing_dataset_is_one_sentence_and_a_nonzero_exit(tmp_path):
+    result = run_app("train", "dataset=mnist", "dataset.download=false", f"paths.data_dir={tmp_path / 'empty'}",
+                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and str(tmp_path / "empty") in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: MNIST")
+
+
+def test_missing_checkpoint_is_one_sentence(tmp_path):
+    result = run_app("sample", f"ckpt={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- DDP on two CPU processes -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_agrees_with_one_process(tmp_path):
+    # As users run it: Lightning re-launches the command line for rank 1 (inside pytest, that would be pytest).
+    run = tmp_path / "outputs" / "train" / "ddp"
+    # 179 test images: an odd split that Lightning's default sampler would pad with a repeated image.
+    result = run_app("train", "trainer=ddp_cpu", "model.reversible=true", "dataset.test_fraction=0.0995",
+                     *TINY_MODEL, *QUICK, f"hydra.run.dir={run}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["epoch000_T0.7.png", "epoch000_T1.png"]
+    assert [p.name for p in (tmp_path / "outputs" / "train").iterdir()] == ["ddp"]  # one run folder, not one per rank
+    evaluated = run_app("evaluate", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", cwd=tmp_path)
+    # Every test image counted once across the two ranks, with the noise it gets in one process.
+    ddp_bpd = float(result.stdout.split("test bpd")[1].split()[0])
+    assert float(evaluated.stdout.split("test bpd")[1].split()[0]) == pytest.approx(ddp_bpd, abs=1e-4)
