@@ -243,7 +243,7 @@ def test_bad_checkpoints_get_one_clear_sentence(tmp_path, trained_run):
         load_module(str(truncated))
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}, "epoch": 3}, foreign)
-    with pytest.raises(UserError, match="not written by rgflow-vision"):
+    with pytest.raises(UserError, match="not written by rgflow-vision.*image training run"):
         load_module(str(foreign))
     mismatched = tmp_path / "mismatched.ckpt"
     checkpoint = torch.load(results["last_ckpt"], weights_only=False)

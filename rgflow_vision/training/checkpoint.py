@@ -9,9 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from .module import FlowLitModule
-
-REQUIRED_HPARAMS = ("channels", "image_size", "bits", "architecture", "prior")
+from .module import FlowLitModule, TrainingBase
 
 
 def resolve_checkpoint(ckpt: str | None, outputs: str | Path = "outputs") -> Path:
@@ -30,27 +28,29 @@ def resolve_checkpoint(ckpt: str | None, outputs: str | Path = "outputs") -> Pat
     return path
 
 
-def read_checkpoint(path: Path) -> dict:
-    """The checkpoint dictionary, or a UserError saying why it cannot be one of ours."""
+def read_checkpoint(path: Path, module_class: type[TrainingBase] = FlowLitModule) -> dict:
+    """The checkpoint dictionary, or a UserError saying why ``module_class`` cannot be rebuilt from it."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
         raise UserError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}): "
                         "use another one, e.g. the best checkpoint in the same folder") from None
     hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
-    missing = [k for k in REQUIRED_HPARAMS if k not in hparams]
+    missing = [k for k in module_class.REQUIRED_HPARAMS if k not in hparams]
     if missing or "state_dict" not in checkpoint:
-        raise UserError(f"checkpoint {path} was not written by rgflow-vision's train.py (it lacks "
-                        f"{', '.join(missing) or 'state_dict'}): pass a checkpoint from an image training run")
+        raise UserError(f"checkpoint {path} was not written by rgflow-vision's train.py for this app (it lacks "
+                        f"{', '.join(missing) or 'state_dict'}): pass a checkpoint of {module_class.KIND} run")
     return checkpoint
 
 
-def load_module(ckpt: str | None, map_location: str = "cpu") -> tuple[FlowLitModule, Path]:
+def load_module(
+    ckpt: str | None, module_class: type[TrainingBase] = FlowLitModule, map_location: str = "cpu"
+) -> tuple[TrainingBase, Path]:
     """The trained module (EMA weights if the run used EMA) in eval mode, and its path."""
     path = resolve_checkpoint(ckpt)
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path, module_class)
     try:
-        module = FlowLitModule(**checkpoint["hyper_parameters"])
+        module = module_class(**checkpoint["hyper_parameters"])
         module.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, TypeError, ValueError) as error:
         first = str(error).strip().splitlines()[0]

@@ -39,6 +39,21 @@ def build_loggers(cfg: DictConfig) -> list:
     return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
 
 
+def build_module(cfg: DictConfig, datamodule) -> L.LightningModule:
+    """The LightningModule the config asks for: image likelihood training, or a lattice action."""
+    return FlowLitModule(
+        channels=datamodule.channels,
+        image_size=datamodule.image_size,
+        bits=datamodule.bits,
+        architecture=_container(cfg.model),
+        prior=_container(cfg.prior),
+        optim=_container(cfg.optim),
+        compile=cfg.compile,
+        eval_seed=cfg.seed,
+        dataset=_container(cfg.dataset),
+    )
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit, test, and report where everything went. Returns the metrics and paths."""
     ckpt_path = None
@@ -50,24 +65,13 @@ def train(cfg: DictConfig) -> dict:
                 cfg.paths.output_dir = str(ckpt_path.parent.parent.resolve())
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset)
-    module = FlowLitModule(
-        channels=datamodule.channels,
-        image_size=datamodule.image_size,
-        bits=datamodule.bits,
-        architecture=_container(cfg.model),
-        prior=_container(cfg.prior),
-        optim=_container(cfg.optim),
-        compile=cfg.compile,
-        eval_seed=cfg.seed,
-        dataset=_container(cfg.dataset),
-    )
+    module = build_module(cfg, datamodule)
     loggers = build_loggers(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     results = {"run_dir": Path(trainer.default_root_dir)}
     if cfg.get("test"):
-        tested = trainer.test(module, datamodule=datamodule, verbose=False)
-        results["test/bpd"] = tested[0]["test/bpd"]
+        results.update(trainer.test(module, datamodule=datamodule, verbose=False)[0])
     checkpoint = trainer.checkpoint_callback
     if isinstance(checkpoint, ModelCheckpoint):
         results["last_ckpt"] = Path(checkpoint.dirpath) / "last.ckpt" if checkpoint.save_last else None
@@ -85,8 +89,9 @@ def _report(results: dict, trainer: L.Trainer) -> None:
         lines.append(f"checkpoint   {results['last_ckpt']}")
     if results.get("best_ckpt"):
         lines.append(f"best         {results['best_ckpt']}")
-    if "test/bpd" in results:
-        lines.append(f"test bpd     {results['test/bpd']:.4f}")
+    for key, value in results.items():
+        if key.startswith("test/"):
+            lines.append(f"{key.replace('/', ' '):<12} {value:.4f}")
     for path in results["samples"]:
         lines.append(f"samples      {path}")
     for logger in trainer.loggers:
