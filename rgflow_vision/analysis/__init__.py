@@ -1,0 +1,27 @@
+"""Using the hierarchy: receptive fields, multi-scale mixing, mixed temperatures, inpainting.
+
+Uses the flow, the priors and the model; no Lightning. Figures live in :mod:`.plots` (matplotlib,
+torchvision), imported only on demand.
+"""
+
+from ._common import AnalysisError
+from .inpainting import InpaintResult, corruption_cone, inpaint
+from .mixing import mix, mix_all, mix_flow, mix_latents, mixed_temperature_latents, sample_mixed_temperature
+from .receptive_fields import ReceptiveFields, periodic_distance, radius_of_mass, receptive_fields
+
+__all__ = [
+    "AnalysisError",
+    "InpaintResult",
+    "ReceptiveFields",
+    "corruption_cone",
+    "inpaint",
+    "mix",
+    "mix_all",
+    "mix_flow",
+    "mix_latents",
+    "mixed_temperature_latents",
+    "periodic_distance",
+    "radius_of_mass",
+    "receptive_fields",
+    "sample_mixed_temperature",
+]

@@ -1,0 +1,114 @@
+"""Figures of the analysis tools as ``PIL.Image.Image``, drawn on matplotlib's Agg canvas directly
+(no pyplot, so no global backend switch or figure registry).
+
+They take plain tensors, so callbacks and apps can log or save them (``image.save("x.png")``).
+Integer images are ``(B, C, L, L)`` with ``C`` 1 or 3 and values ``0 .. 2**bits - 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
+from PIL import Image
+from torchvision.utils import make_grid
+
+
+def receptive_field_figure(
+    maps: torch.Tensor,
+    radii: Sequence[float] | None = None,
+    centre: tuple[int, int] | None = None,
+    title: str | None = None,
+    log_scale: bool = True,
+) -> Image.Image:
+    """One panel per level of ``maps`` ``(H, L, L)`` (e.g. ``ReceptiveFields.mean_maps``), each
+    scaled to its own maximum, with the radius (if given) drawn as a circle around ``centre``
+    (default ``(L//2, L//2)``, where the analysis puts the latent). ``log_scale`` shows three
+    decades below the maximum: the latent's own pixel dominates a linear scale."""
+    maps = maps.detach().double().cpu()
+    levels, size = maps.shape[0], maps.shape[-1]
+    cy, cx = centre if centre is not None else (size // 2, size // 2)
+    fig = Figure(figsize=(2.2 * levels, 2.6 if title else 2.4), dpi=100)
+    for h in range(levels):
+        ax = fig.add_subplot(1, levels, h + 1)
+        peak = float(maps[h].max())
+        norm = LogNorm(vmin=peak * 1e-3, vmax=peak, clip=True) if log_scale and peak > 0 else None
+        ax.imshow(maps[h].numpy(), cmap="magma", norm=norm, interpolation="nearest")
+        label = f"level {h}"
+        if radii is not None:
+            ax.add_patch(Circle((cx, cy), radii[h], fill=False, color="cyan", linewidth=1))
+            label += f"\nr = {radii[h]:.1f}"
+        ax.set_title(label, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _to_pil(fig)
+
+
+def mixing_grid(x_a: torch.Tensor, x_b: torch.Tensor, mixes: torch.Tensor, bits: int = 8) -> Image.Image:
+    """Rows: A, B, then the mix at each cut ``hc`` (``mixes[hc]``, as from ``mix_all``); one
+    column per image of the batch."""
+    rows = [("A", x_a), ("B", x_b)] + [(f"hc={hc}", m) for hc, m in enumerate(mixes)]
+    return _image_table(rows, bits, by="row")
+
+
+def inpainting_panel(
+    corrupted: torch.Tensor,
+    restored_cone: torch.Tensor,
+    restored_all: torch.Tensor,
+    original: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    bits: int = 8,
+) -> Image.Image:
+    """Columns: corrupted | restored (cone latents) | restored (all latents) | original, and the
+    mask (``(L, L)`` or ``(B, L, L)``) if given; one row per image."""
+    columns = [("corrupted", corrupted), ("cone", restored_cone), ("all latents", restored_all)]
+    if original is not None:
+        columns.append(("original", original))
+    if mask is not None:
+        top = 2**bits - 1
+        m = mask.bool().cpu().expand(corrupted.shape[0], *mask.shape[-2:])[:, None]
+        columns.append(("mask", m.long() * top))
+    return _image_table(columns, bits, by="column")
+
+
+def _image_table(groups, bits, by):
+    """Tile labelled ``(B, C, L, L)`` batches: one labelled row (or column) per group."""
+    top = 2**bits - 1
+    batch = groups[0][1].shape[0]
+    images = []
+    for _, x in groups:
+        x = x.detach().cpu().double() / top
+        images.append(x.clamp(0, 1).expand(-1, 3, -1, -1) if x.shape[1] == 1 else x.clamp(0, 1))
+    if by == "row":
+        tiles, nrow = torch.cat(images), batch
+    else:  # image b of every group side by side
+        tiles, nrow = torch.stack(images, dim=1).flatten(0, 1), len(groups)
+    pad = 2
+    grid = make_grid(tiles, nrow=nrow, padding=pad, pad_value=1.0)
+    size = images[0].shape[-1] + pad
+    fig = Figure(figsize=(max(2.0, grid.shape[2] / 40 + 1), max(1.5, grid.shape[1] / 40 + 0.5)), dpi=120)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ticks = [pad + size * k + (size - pad) / 2 for k in range(len(groups))]
+    labels = [name for name, _ in groups]
+    if by == "row":
+        ax.set_yticks(ticks, labels, fontsize=8)
+        ax.set_xticks([])
+    else:
+        ax.set_xticks(ticks, labels, fontsize=8, rotation=30)
+        ax.set_yticks([])
+    ax.tick_params(length=0)
+    return _to_pil(fig)
+
+
+def _to_pil(fig: Figure) -> Image.Image:
+    canvas = FigureCanvasAgg(fig)
+    fig.tight_layout()
+    canvas.draw()
+    return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).convert("RGB")
