@@ -95,7 +95,13 @@ def test_real_phi4_reference_chi_at_l8():
 
 
 def test_complex_phi4_kappa_form_reference_chi_at_l8():
-    """lattice.md: kappa = 0.2, lam = 1.145, L = 8: chi = 1.872(10), G(0) = .8275."""
+    """lattice.md: kappa = 0.2, lam = 1.145, L = 8: chi = 1.872(10), G(0..3) = .8275, .1412, .0253, .0047.
+
+    The margin is thinner than elsewhere: with high statistics this sampler gives chi = 1.8488(15)
+    (4096 chains x 4000 sweeps) and field-space HMC 1.8474(25), 2.3 sigma below the reference,
+    while G(0..2) agree to four digits. The reference's G(4) = .0009 is not tested: on the periodic
+    L = 8 lattice G(4) gets both images, and both samplers give .0017-.0019.
+    """
     start = time.perf_counter()
     run = metropolis(ComplexPhi4.from_kappa(0.2, 1.145), 1024, 8, 1000, n_therm=300, measure_every=2,
                      generator=torch.Generator().manual_seed(3))
@@ -106,3 +112,24 @@ def test_complex_phi4_kappa_form_reference_chi_at_l8():
         assert_agrees(f"G({r})", g[r].item(), g_err[r].item(), ref, 0.00005 + 0.0001)  # 4 digits given
     print(f"complex kappa=0.2 L=8: chi = {chi:.4f}({1e4 * chi_err:.0f}), ref 1.872(10); "
           f"G = {[round(v, 4) for v in g[:5].tolist()]}; {time.perf_counter() - start:.1f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "action,size,reference,error",
+    [
+        (RealPhi4(-4, 6.975), 6, 1.0691, 0.0034),
+        (RealPhi4(-4, 6.008), 8, 1.898, 0.008),
+        (ComplexPhi4.from_kappa(0.6, 1.145), 8, 68.62, 0.07),
+    ],
+    ids=["real-lam6.975-L6", "real-lam6.008-L8", "complex-kappa0.6-L8"],
+)
+def test_other_reference_susceptibilities(action, size, reference, error):
+    """The remaining rows of lattice.md's table (2048 chains x 3000 sweeps gave 1.0632(20),
+    1.8995(47) and 68.676(19))."""
+    start = time.perf_counter()
+    run = metropolis(action, 1024, size, 1000, n_therm=300, measure_every=2, generator=torch.Generator().manual_seed(4))
+    chi, chi_err = chain_mean(run.observables["chi"])
+    assert_agrees("chi", chi.item(), chi_err.item(), reference, error)
+    print(f"{action.name} L={size}: chi = {chi:.4f} +- {chi_err:.4f}, ref {reference} +- {error}; "
+          f"{time.perf_counter() - start:.1f} s")
