@@ -6,6 +6,9 @@ import pytest
 import torch
 
 from rgflow_vision.flows import RGFlow
+from rgflow_vision.training import tasks
+
+from .apps import QUICK, TINY_MODEL, compose_cfg
 
 TINY = dict(hidden=16, num_res_blocks=1, couplings=(2, 1))
 
@@ -33,3 +36,12 @@ def site_mask(size: int, i: int, j: int) -> torch.Tensor:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(1234)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """Two short epochs of ``python train.py`` on digits with EMA and every logger: shared by the app tests."""
+    tmp_path = tmp_path_factory.mktemp("trained")
+    cfg = compose_cfg(tmp_path, *TINY_MODEL, *QUICK, "trainer.max_epochs=2", "ema=0.9", "logger=many",
+                      "logger.wandb.offline=true", "callbacks.hierarchy.every_n_epochs=2")
+    return tmp_path, tasks.train(cfg)

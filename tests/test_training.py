@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
 
 from rgflow_vision.data import CelebADataModule, CIFAR10DataModule
 from rgflow_vision.errors import UserError
@@ -22,24 +17,7 @@ from rgflow_vision.training.module import content_seeded_noise, warmup_cosine
 
 from . import data_fixtures
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY_MODEL = ["model.hidden=16", "model.num_res_blocks=1", "model.couplings=[2,1]"]
-QUICK = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-         "trainer.enable_progress_bar=false", "callbacks.sample_grid.n=4", "dataset.batch_size=16"]
-
-
-def compose_cfg(tmp_path: Path, *overrides: str, config: str = "train") -> DictConfig:
-    """A real config from conf/, writing under ``tmp_path`` and reading data from ``tmp_path/data``."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose(config, overrides=[f"paths.output_dir={tmp_path / 'run'}",
-                                         f"paths.data_dir={tmp_path / 'data'}", *overrides])
-    return cfg
-
-
-def run_app(app: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RGFLOW_ALLOCATOR": "system", "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, str(ROOT / f"{app}.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+from .apps import QUICK, TINY_MODEL, compose_cfg, run_app
 
 
 def flat_parameters(module: torch.nn.Module) -> torch.Tensor:
@@ -120,15 +98,6 @@ def test_fast_dev_run_on_every_dataset(tmp_path, dataset, monkeypatch):
 # -- the whole run ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """Two short epochs on digits with EMA: checkpoints, test bpd, sample grids."""
-    tmp_path = tmp_path_factory.mktemp("trained")
-    cfg = compose_cfg(tmp_path, *TINY_MODEL, *QUICK, "trainer.max_epochs=2", "ema=0.9", "logger=many",
-                      "logger.wandb.offline=true")
-    return tmp_path, tasks.train(cfg)
-
-
 def test_training_leaves_checkpoints_bpd_and_sample_grids(trained_run):
     tmp_path, results = trained_run
     run = tmp_path / "run"
@@ -138,6 +107,8 @@ def test_training_leaves_checkpoints_bpd_and_sample_grids(trained_run):
     assert sorted(p.name for p in results["samples"]) == ["epoch001_T0.7.png", "epoch001_T1.png"]
     assert all(p.is_file() for p in results["samples"])
     assert (run / "csv" / "version_0" / "metrics.csv").is_file()
+    assert sorted(p.name for p in (run / "hierarchy").iterdir()) == [
+        "epoch001_inpainting.png", "epoch001_mixing.png", "epoch001_receptive_fields.png"]
     assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
 
 

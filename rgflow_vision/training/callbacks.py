@@ -44,3 +44,43 @@ class SampleGrid(Callback):
                 path = Path(trainer.default_root_dir) / "samples" / f"{tag}_T{t:g}.png"
                 paths.append(save_and_log(trainer, image_grid(pixels, model.pixels.bits), path, f"samples/T{t:g}"))
         return paths
+
+
+class HierarchyPictures(Callback):
+    """Every ``every_n_epochs`` validation epochs: receptive fields per level, a mixing grid of two
+    validation images at every cut, and an inpainting demo (causal cone against all latents).
+
+    Drawn on rank zero with the weights being validated (the EMA weights when EMA is on), saved
+    as ``<run>/hierarchy/epoch{E}_{name}.png`` and logged as ``hierarchy/{name}``. Kept cheap:
+    one prior sample and a few sites per level for the receptive fields, few inpainting steps.
+    """
+
+    def __init__(self, every_n_epochs: int = 4, rf_samples: int = 1, rf_max_sites: int = 4,
+                 inpaint_steps: int = 30, box: int | None = None):
+        self.every_n_epochs, self.rf_samples, self.rf_max_sites = every_n_epochs, rf_samples, rf_max_sites
+        self.inpaint_steps, self.box = inpaint_steps, box
+        self.last_paths: list[Path] = []
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
+            return
+        images = next(iter(trainer.val_dataloaders))[:2]
+        # Validation runs in inference mode; inpainting needs gradients with respect to latents.
+        with torch.inference_mode(False), torch.enable_grad():
+            pictures = self.draw(pl_module.model, images.clone().to(pl_module.device))
+        root = Path(trainer.default_root_dir) / "hierarchy"
+        tag = f"epoch{trainer.current_epoch:03d}"
+        self.last_paths = [save_and_log(trainer, image, root / f"{tag}_{name}.png", f"hierarchy/{name}")
+                           for name, image in pictures.items()]
+
+    def draw(self, model, images: torch.Tensor) -> dict:
+        from .hierarchy import box_mask, compare_inpainting, mixing_picture, receptive_field_picture
+
+        size = model.flow.image_size
+        _, fields = receptive_field_picture(model, self.rf_samples, self.rf_max_sites)
+        pictures = {"receptive_fields": fields}
+        if len(images) == 2:
+            pictures["mixing"] = mixing_picture(model, images[:1], images[1:])
+        mask = box_mask(size, self.box or max(1, size // 4))
+        pictures["inpainting"] = compare_inpainting(model, images[:1], mask, steps=self.inpaint_steps).picture
+        return pictures

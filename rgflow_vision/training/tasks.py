@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ..errors import UserError
 from .callbacks import SampleGrid
 from .checkpoint import load_module, read_checkpoint, resolve_checkpoint
+from .hierarchy import box_mask, compare_inpainting, mixing_picture, receptive_field_picture
 from .images import image_grid, save_and_log
 from .module import FlowLitModule
 
@@ -41,6 +42,10 @@ def build_loggers(cfg: DictConfig) -> list:
 
 def build_module(cfg: DictConfig, datamodule) -> L.LightningModule:
     """The LightningModule the config asks for: image likelihood training, or a lattice action."""
+    if cfg.get("action"):
+        from .lattice_module import build_lattice_module
+
+        return build_lattice_module(cfg, datamodule)
     return FlowLitModule(
         channels=datamodule.channels,
         image_size=datamodule.image_size,
@@ -128,4 +133,83 @@ def sample(cfg: DictConfig) -> Path:
     out = Path(cfg.out) if cfg.get("out") else Path(cfg.paths.output_dir) / f"samples_T{cfg.temperature:g}.png"
     save_and_log(None, image_grid(pixels, module.model.pixels.bits), out, "samples")
     print(f"{cfg.n} samples at temperature {cfg.temperature:g} from {path}\nwrote {out.resolve()}")
+    return out
+
+
+# -- the hierarchy apps ------------------------------------------------------------------------
+
+
+def _source_images(module: FlowLitModule, cfg: DictConfig, specs) -> torch.Tensor:
+    """Integer images ``(N, C, L, L)`` from test-split indices or image files, in the model's format."""
+    model = module.model
+    channels, size = model.flow.channels, model.flow.image_size
+    test_set = None
+    images = []
+    for spec in specs:
+        if isinstance(spec, int) or str(spec).lstrip("-").isdigit():
+            if test_set is None:
+                datamodule = _datamodule_for(module, cfg)
+                datamodule.setup("test")
+                test_set = datamodule.test_set
+            index = int(spec)
+            if not 0 <= index < len(test_set):
+                raise UserError(f"image index {index} is outside the test split, which holds images "
+                                f"0..{len(test_set) - 1}: pass an index in that range or an image file")
+            images.append(test_set[index])
+        else:
+            images.append(_image_file(Path(str(spec)), channels, size))
+    return torch.stack(images).to(module.device)
+
+
+def _image_file(path: Path, channels: int, size: int) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms import v2
+
+    try:
+        image = Image.open(path).convert("L" if channels == 1 else "RGB")
+    except (FileNotFoundError, UnidentifiedImageError, OSError):
+        raise UserError(f"{path} is not a readable image file: pass a PNG/JPEG path or a test-split index") from None
+    shape = v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+    return shape(image)
+
+
+def mix(cfg: DictConfig) -> Path:
+    """Coarse levels of image A with fine levels of image B: sources and mix, or every cut (``hc=all``)."""
+    module, path = load_module(cfg.ckpt)
+    model = module.model
+    hc = cfg.hc if str(cfg.hc) == "all" else int(cfg.hc)
+    x_a, x_b = _source_images(module, cfg, [cfg.a]), _source_images(module, cfg, [cfg.b])
+    picture = mixing_picture(model, x_a, x_b, hc)
+    out = Path(cfg.out) if cfg.get("out") else Path(cfg.paths.output_dir) / f"mix_hc{hc}.png"
+    save_and_log(None, picture, out, "mix")
+    cuts = f"every cut hc = 0..{model.flow.num_levels}" if hc == "all" else f"hc = {hc} of 0..{model.flow.num_levels}"
+    print(f"levels >= hc from A ({cfg.a}), below hc from B ({cfg.b}); {cuts}\nwrote {out.resolve()}")
+    return out
+
+
+def receptive_fields(cfg: DictConfig) -> Path:
+    """One receptive-field map per level, with the radius that holds 90% of its mass."""
+    module, path = load_module(cfg.ckpt)
+    fields, picture = receptive_field_picture(module.model, cfg.num_samples, cfg.max_sites, cfg.seed)
+    out = Path(cfg.out) if cfg.get("out") else Path(cfg.paths.output_dir) / "receptive_fields.png"
+    save_and_log(None, picture, out, "receptive_fields")
+    print(f"{'level':>5}{'radius (mean)':>15}{'radius (centre)':>17}{'sites':>7}")
+    for h in range(fields.levels):
+        print(f"{h:>5}{fields.radius[h]:>15.2f}{fields.radius_centre[h]:>17.2f}{fields.num_sites[h]:>7}")
+    print(f"wrote {out.resolve()}")
+    return out
+
+
+def inpaint(cfg: DictConfig) -> Path:
+    """Corrupt a box, restore it through the latents of its causal cone and through all latents."""
+    module, path = load_module(cfg.ckpt)
+    if cfg.mask != "box":
+        raise UserError(f"mask={cfg.mask} is not a known corruption: use mask=box (with size=... and at=[row,col])")
+    original = _source_images(module, cfg, [cfg.image])
+    mask = box_mask(module.model.flow.image_size, cfg.size, tuple(cfg.at) if cfg.get("at") else None)
+    comparison = compare_inpainting(module.model, original, mask, steps=cfg.steps, lr=cfg.lr, seed=cfg.seed)
+    out = Path(cfg.out) if cfg.get("out") else Path(cfg.paths.output_dir) / "inpaint.png"
+    save_and_log(None, comparison.picture, out, "inpaint")
+    print(comparison.summary())
+    print(f"wrote {out.resolve()}")
     return out

@@ -1,0 +1,70 @@
+"""The hierarchy apps from a trained checkpoint: mixing, receptive fields, inpainting."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from rgflow_vision.errors import UserError
+from rgflow_vision.training import tasks
+
+from .apps import compose_cfg, run_app
+
+
+def app_cfg(tmp_path, trained_run, app, *overrides):
+    _, results = trained_run
+    return compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", f"out={tmp_path / 'out.png'}", *overrides,
+                       config=app)
+
+
+def test_mix_every_cut_writes_sources_and_one_row_per_cut(tmp_path, trained_run):
+    out = tasks.mix(app_cfg(tmp_path, trained_run, "mix", "hc=all"))
+    single = tasks.mix(app_cfg(tmp_path, trained_run, "mix", "hc=1", f"out={tmp_path / 'one.png'}"))
+    assert Image.open(out).size[1] > Image.open(single).size[1]  # rows: A, B and the cuts 0..H
+
+
+def test_mix_takes_image_files_as_sources(tmp_path, trained_run):
+    Image.new("L", (40, 30), 200).save(tmp_path / "a.png")
+    out = tasks.mix(app_cfg(tmp_path, trained_run, "mix", "hc=2", f"a={tmp_path / 'a.png'}", "b=3"))
+    assert Image.open(out).size == (16 + 4, 3 * 16 + 4 * 2)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [(["hc=7"], "hc"), (["a=100000"], "outside the test split"), (["b=/no/such.png"], "not a readable image")],
+)
+def test_mix_rejects_bad_input_with_one_sentence(tmp_path, trained_run, overrides, message):
+    with pytest.raises(UserError, match=message):
+        tasks.mix(app_cfg(tmp_path, trained_run, "mix", *overrides))
+
+
+def test_receptive_fields_app_prints_a_radius_per_level(tmp_path, trained_run, capsys):
+    tasks.receptive_fields(app_cfg(tmp_path, trained_run, "receptive_fields", "num_samples=1", "max_sites=2"))
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[0] == "level" and [row.split()[0] for row in table[1:4]] == ["0", "1", "2"]
+    assert Image.open(tmp_path / "out.png").width > 200
+
+
+def test_inpaint_app_compares_the_cone_with_all_latents(tmp_path, trained_run, capsys):
+    tasks.inpaint(app_cfg(tmp_path, trained_run, "inpaint", "size=4", "steps=3"))
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line}
+    cone, everything = int(rows["cone"][1]), int(rows["all"][2])
+    assert cone == 48 * 2 + 16 < everything == 16 * 16  # 4x4 box at 16x16: 48 per level below the top, 16 on top
+
+
+@pytest.mark.parametrize(("overrides", "message"), [(["size=40"], "does not fit"), (["mask=blob"], "mask=box"),
+                                                   (["at=[14,14]"], "leaves the")])
+def test_inpaint_rejects_bad_masks(tmp_path, trained_run, overrides, message):
+    with pytest.raises(UserError, match=message):
+        tasks.inpaint(app_cfg(tmp_path, trained_run, "inpaint", *overrides))
+
+
+def test_apps_from_the_command_line(tmp_path, trained_run):
+    _, results = trained_run
+    for app, args in (("mix", ["hc=1"]), ("inpaint", ["size=4", "steps=2"]), ("mix", ["hc=9"])):
+        result = run_app(app, f"ckpt={results['last_ckpt']}", *args, f"hydra.run.dir={tmp_path / app}", cwd=tmp_path)
+        if args == ["hc=9"]:
+            assert result.returncode == 2 and "Traceback" not in result.stderr and "hc" in result.stderr
+        else:
+            assert result.returncode == 0, result.stderr[-2000:]
+            assert "wrote" in result.stdout
