@@ -66,7 +66,9 @@ def quiet_known_warnings() -> None:
     # Advice that does not apply here: the default dataset is in memory and needs no workers.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*The number of training batches.*is smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")  # Lightning's own
+    # Deprecations inside Lightning 2.6.6 and its dependencies, not in this code.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
 
 
 def entry_point(task):
