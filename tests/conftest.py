@@ -33,6 +33,16 @@ def site_mask(size: int, i: int, j: int) -> torch.Tensor:
     return mask
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for modules of many small-tensor ops: on shared cores, OpenMP barriers
+    cost far more than they gain (measured 10-25x slower with two threads on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(1234)

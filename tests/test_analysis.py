@@ -26,14 +26,7 @@ from rgflow_vision.priors import build_prior
 from .conftest import perturbed_flow
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors gain nothing from threads, and on a shared 2-core machine two threads per
-    # process stall each other (measured: 0.04 s vs 0.3-1.4 s per inpainting step).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def perturbed_model(channels: int, size: int, seed: int = 0) -> RGFlowModel:

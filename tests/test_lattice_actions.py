@@ -14,13 +14,7 @@ REF_LOG_Z = -14.21720
 REF_G = [0.317593, 0.107292, 0.042180, 0.020259, 0.014841]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on shared cores, OpenMP barriers on these small tensors cost far more than they gain."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def bonds(size):

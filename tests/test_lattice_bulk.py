@@ -32,13 +32,7 @@ from .conftest import perturbed_flow
 FREE = FreeComplexField(1.0, 4.5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on shared cores, OpenMP barriers on these small tensors cost far more than they gain."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_effective_action_of_the_identity_flow_is_the_action():

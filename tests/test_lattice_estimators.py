@@ -27,13 +27,7 @@ from rgflow_vision.lattice import (
 FREE = FreeComplexField(1.0, 4.5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on shared cores, OpenMP barriers on these small tensors cost far more than they gain."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_exact_proposals_have_ess_one_and_give_ln_z_exactly():

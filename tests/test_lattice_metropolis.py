@@ -20,13 +20,7 @@ from rgflow_vision.lattice import (
 from rgflow_vision.lattice.metropolis import merge_checkerboard, split_checkerboard, split_neighbour_sum
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on shared cores, OpenMP barriers on these small tensors cost far more than they gain."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def assert_agrees(name, value, error, reference, reference_error=0.0, sigmas=3.0):

@@ -153,6 +153,8 @@ def test_resumed_run_reaches_the_same_parameters_as_an_uninterrupted_one(tmp_pat
     for key in ("state_dict", "current_model_state"):  # EMA and live weights
         torch.testing.assert_close(flat_parameters_of(a[key]), flat_parameters_of(b[key]), rtol=1e-5, atol=1e-6)
     assert len(list((first["run_dir"] / "csv").iterdir())) == 2  # the resumed part logged beside the first
+    with pytest.raises(UserError, match="trained with other architecture"):
+        tasks.train(compose_cfg(tmp_path / "d", *common, "model.hidden=8", f"ckpt_path={first['last_ckpt']}"))
 
 
 def flat_parameters_of(state: dict) -> torch.Tensor:

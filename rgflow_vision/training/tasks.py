@@ -1,8 +1,8 @@
-"""What the root apps do, given their composed Hydra config: train, evaluate, sample."""
+"""What the root apps do, given their composed Hydra config: train, evaluate, sample, and the
+hierarchy apps (mix, receptive fields, inpaint)."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import lightning as L
@@ -17,8 +17,6 @@ from .checkpoint import load_module, read_checkpoint, resolve_checkpoint
 from .hierarchy import box_mask, compare_inpainting, mixing_picture, receptive_field_picture
 from .images import image_grid, save_and_log
 from .module import FlowLitModule
-
-log = logging.getLogger("rgflow_vision")
 
 
 def _container(node) -> dict:
@@ -64,13 +62,14 @@ def train(cfg: DictConfig) -> dict:
     ckpt_path = None
     if cfg.get("ckpt_path"):
         ckpt_path = resolve_checkpoint(cfg.ckpt_path)
-        read_checkpoint(ckpt_path)  # fail with one sentence now rather than deep inside Lightning
         if ckpt_path.parent.name == "checkpoints":  # continue in the run folder that wrote it
             with open_dict(cfg):
                 cfg.paths.output_dir = str(ckpt_path.parent.parent.resolve())
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset)
     module = build_module(cfg, datamodule)
+    if ckpt_path is not None:  # fail with one sentence now rather than deep inside Lightning
+        _check_resumable(ckpt_path, module)
     loggers = build_loggers(cfg)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -86,6 +85,14 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         _report(results, trainer)
     return results
+
+
+def _check_resumable(path: Path, module) -> None:
+    saved = read_checkpoint(path, type(module))["hyper_parameters"]
+    changed = [k for k in module.REQUIRED_HPARAMS if saved.get(k) != module.hparams.get(k)]
+    if changed:
+        raise UserError(f"checkpoint {path} was trained with other {', '.join(changed)} than this config: resume "
+                        "with the run's own config (its .hydra/overrides.yaml) plus ckpt_path=...")
 
 
 def _report(results: dict, trainer: L.Trainer) -> None:
