@@ -41,6 +41,17 @@ def test_ddp_configs_pass_straight_to_the_lightning_trainer(tmp_path):
     assert (cfg.trainer.strategy, cfg.trainer.devices, cfg.trainer.accelerator) == ("ddp", 2, "cpu")
 
 
+def test_the_multi_gpu_wandb_command_composes_with_wandb_offline_unless_logged_in(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: not logged in
+    cfg = compose_cfg(tmp_path, "dataset=celeba", "trainer=ddp", "trainer.devices=8", "logger=wandb")
+    assert cfg.logger.wandb.offline is True and cfg.trainer.devices == 8
+    assert cfg.logger.wandb.id == compose_cfg(tmp_path, "logger=wandb").logger.wandb.id  # same run folder, same run
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert compose_cfg(tmp_path, "logger=wandb").logger.wandb.offline is False
+
+
 def test_precision_is_float32_on_cpu(tmp_path):
     assert compose_cfg(tmp_path).trainer.precision == "32-true"
 
