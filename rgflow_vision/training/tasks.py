@@ -77,8 +77,9 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("test"):
         results.update(trainer.test(module, datamodule=datamodule, verbose=False)[0])
     checkpoint = trainer.checkpoint_callback
-    if isinstance(checkpoint, ModelCheckpoint):
-        results["last_ckpt"] = Path(checkpoint.dirpath) / "last.ckpt" if checkpoint.save_last else None
+    if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath:  # none is written under fast_dev_run
+        last = Path(checkpoint.dirpath) / "last.ckpt"
+        results["last_ckpt"] = last if last.is_file() else None
         results["best_ckpt"] = checkpoint.best_model_path or None
     samples = [p for cb in trainer.callbacks if isinstance(cb, SampleGrid) for p in cb.last_paths]
     results["samples"] = samples
@@ -107,7 +108,9 @@ def _report(results: dict, trainer: L.Trainer) -> None:
     for path in results["samples"]:
         lines.append(f"samples      {path}")
     for logger in trainer.loggers:
-        lines.append(f"logs         {logger.log_dir or logger.save_dir} ({type(logger).__name__})")
+        where = getattr(logger, "log_dir", None) or logger.save_dir
+        if where:  # fast_dev_run replaces the loggers with a DummyLogger that writes nowhere
+            lines.append(f"logs         {where} ({type(logger).__name__})")
     print("\n".join(lines))
 
 
