@@ -1,0 +1,167 @@
+"""The LightningModule that trains RG-Flow on a lattice action by reverse KL (no data: the flow draws its own)."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics import CatMetric
+
+from ..errors import UserError
+from ..flows import RGFlow
+from ..lattice import FreeComplexField, build_action, ess, log_weights, log_z, reverse_kl, sample_flow
+from ..lattice.observables import susceptibility
+from ..priors import GaussianPrior
+from .module import OPTIM_DEFAULTS, TrainingBase
+
+EVAL_CHUNK = 1024  # configurations decoded at once in evaluation: bounds memory, not the result
+
+
+class LatticeFlowModule(TrainingBase):
+    """Variational training of ``q(x)`` = RGFlow with a Gaussian prior towards ``p(x) = exp(-S(x))/Z``.
+
+    The loss is the reverse KL ``E_{x~q}[log q(x) + S(x)] = KL(q||p) - ln Z``, on ``batch_size`` fresh
+    draws per step, so ``-loss`` is a lower bound on ``ln Z``. The fields are the flow's output as
+    they are: no pixel transform.
+
+    Logged: ``train/loss``, ``train/log_z_bound`` (``-loss``) and ``train/ess`` (ESS/N of the step's
+    batch). Each validation/test step draws ``eval_samples`` configurations without gradients; their
+    log-weights ``log w = -S - log q`` are gathered over steps and DDP ranks (a torchmetrics
+    CatMetric), and the epoch logs ``ess``, ``log_z`` (importance-sampling estimate), ``log_z_error``,
+    ``log_z_bound``, the reweighted susceptibility ``chi`` and, where ``ln Z`` is exact (the free
+    field), ``log_z_exact_gap`` (estimate - exact) and ``kl`` (exact - bound = KL(q||p) >= 0).
+    """
+
+    REQUIRED_HPARAMS = ("action", "size", "architecture")
+    KIND = "a lattice training"
+
+    def __init__(
+        self,
+        action: dict,
+        size: int = 8,
+        architecture: dict | None = None,
+        batch_size: int = 256,
+        eval_samples: int = 4096,
+        optim: dict | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.target = build_action(**action)
+        self.size = int(size)
+        architecture = {k: v for k, v in (architecture or {}).items() if k != "_target_"}
+        self.flow = RGFlow(self.target.channels, self.size, **architecture)
+        self.prior = GaussianPrior(self.target.channels, self.size)
+        self.batch_size, self.eval_samples = int(batch_size), int(eval_samples)
+        self.optim = {**OPTIM_DEFAULTS, **(optim or {})}
+        self.exact_log_z = self.target.log_z(self.size) if isinstance(self.target, FreeComplexField) else None
+        self.val_log_w, self.test_log_w = CatMetric(), CatMetric()
+        self.val_chi, self.test_chi = CatMetric(), CatMetric()
+
+    # -- drawing -------------------------------------------------------------------------------
+
+    def draw(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n`` flow configurations ``(x, log q(x), S(x))``, differentiable unless under no_grad."""
+        x, log_q, _ = sample_flow(self.flow, self.prior, n, generator=generator)
+        return x, log_q, self.target(x)
+
+    @torch.no_grad()
+    def draw_log_weights(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log w, chi)`` of ``n`` fresh configurations, in chunks, float64 weights."""
+        log_ws, chis = [], []
+        for start in range(0, n, EVAL_CHUNK):
+            x, log_q, action = self.draw(min(EVAL_CHUNK, n - start), generator)
+            log_ws.append(log_weights(log_q, action))
+            chis.append(susceptibility(x.double()))
+        return torch.cat(log_ws), torch.cat(chis)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        _, log_q, action = self.draw(self.batch_size)
+        loss = reverse_kl(log_q, action)
+        self._stop_if_not_finite(loss)
+        step_ess = ess(log_weights(log_q.detach(), action.detach()))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=self.batch_size)
+        self.log("train/log_z_bound", -loss.detach(), on_step=True, on_epoch=True, batch_size=self.batch_size)
+        self.log("train/ess", step_ess, on_step=True, on_epoch=True, prog_bar=True, batch_size=self.batch_size)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        log_w, chi = self.draw_log_weights(self.eval_samples)
+        self.val_log_w.update(log_w)
+        self.val_chi.update(chi)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        log_w, chi = self.draw_log_weights(self.eval_samples)
+        self.test_log_w.update(log_w)
+        self.test_chi.update(chi)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val", self.val_log_w, self.val_chi)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test", self.test_log_w, self.test_chi)
+
+    def _log_evaluation(self, stage: str, log_w_metric: CatMetric, chi_metric: CatMetric) -> None:
+        if not log_w_metric.update_called:  # no evaluation batches ran (limit_val_batches=0)
+            return
+        # compute() gathers every rank's draws, so each rank logs the same numbers: no further sync.
+        log_w = log_w_metric.compute().double().flatten().cpu()
+        chi = chi_metric.compute().double().flatten().cpu()
+        log_w_metric.reset()
+        chi_metric.reset()
+        metrics = evaluation_metrics(log_w, chi, self.exact_log_z)
+        for name, value in metrics.items():
+            self.log(f"{stage}/{name}", value, prog_bar=name in ("ess", "log_z"), sync_dist=False)
+
+
+def evaluation_metrics(log_w: torch.Tensor, chi: torch.Tensor, exact_log_z: float | None = None) -> dict[str, float]:
+    """The numbers an evaluation reports from importance log-weights and per-sample ``|M|^2/V``."""
+    finite = torch.isfinite(log_w)
+    if not bool(finite.all()):  # a NaN weight would silently poison every estimate below
+        return {"ess": 0.0, "log_z": float("nan"), "log_z_bound": float("nan")}
+    estimate = log_z(log_w)
+    w = torch.exp(log_w - log_w.max())
+    metrics = {
+        "ess": ess(log_w),
+        "log_z": estimate.estimate,
+        "log_z_error": estimate.error,
+        "log_z_bound": estimate.bound,
+        "chi": float((w * chi).sum() / w.sum()),
+    }
+    if exact_log_z is not None:
+        metrics["log_z_exact_gap"] = estimate.estimate - exact_log_z
+        metrics["kl"] = exact_log_z - estimate.bound
+    return metrics
+
+
+def _container(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
+def build_lattice_module(cfg: DictConfig, datamodule=None) -> LatticeFlowModule:
+    """The module a ``train.py`` config with ``action: {name: ..., ...}`` asks for.
+
+    ``lattice.size``, ``lattice.batch_size`` and ``lattice.eval_samples`` size the problem; ``model``
+    is the flow's architecture; the prior is always Gaussian (``prior`` is ignored).
+    """
+    action = _container(cfg.action)
+    lattice = _container(cfg.get("lattice"))
+    try:
+        build_action(**action)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"action={action} is not a lattice action ({error}): e.g. action={{name: free_complex, "
+                        "t: 1, mu: 4.5}, or complex_phi4 with kappa and lam, or real_phi4 with m2 and lam") from None
+    size = int(lattice.get("size", 8))
+    if size < 4 or size & (size - 1):
+        raise UserError(f"lattice.size={size}: RG-Flow needs a power of two >= 4 (e.g. 8)")
+    return LatticeFlowModule(
+        action=action,
+        size=size,
+        architecture=_container(cfg.model),
+        batch_size=int(lattice.get("batch_size", 256)),
+        eval_samples=int(lattice.get("eval_samples", 4096)),
+        optim=_container(cfg.optim),
+    )
+
+
+__all__ = ["LatticeFlowModule", "build_lattice_module", "evaluation_metrics"]

@@ -1,0 +1,212 @@
+"""Lattice training as users run it: reverse KL on a flow's own draws, train.py experiments, the lattice app."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from rgflow_vision.data import FlowDrawsDataModule
+from rgflow_vision.errors import UserError
+from rgflow_vision.lattice import FreeComplexField, log_weights
+from rgflow_vision.lattice.reference import lookup
+from rgflow_vision.training import lattice_tasks, tasks
+from rgflow_vision.training.checkpoint import load_module
+from rgflow_vision.training.lattice_module import LatticeFlowModule, build_lattice_module, evaluation_metrics
+
+from .apps import compose_cfg, run_app
+
+TINY_ARCH = {"hidden": 8, "num_res_blocks": 1, "mlp_depth": 1, "couplings": [1, 1]}
+FREE = {"name": "free_complex", "t": 1.0, "mu": 4.5}
+EXACT_LOG_Z = -14.21720  # lattice.md, L = 8, t = 1, mu = 4.5
+QUICK_LATTICE = ["experiment=lattice_free", "model.hidden=8", "model.couplings=[1,1]", "lattice.batch_size=32",
+                 "lattice.eval_samples=256", "dataset.steps_per_epoch=4", "dataset.test_steps=1", "trainer.max_epochs=1",
+                 "trainer.enable_progress_bar=false", "optim.warmup_steps=2"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2-core machines: more threads are slower here
+    yield
+    torch.set_num_threads(threads)
+
+
+def free_module(**kwargs) -> LatticeFlowModule:
+    return LatticeFlowModule(action=FREE, size=8, architecture=TINY_ARCH, **{"batch_size": 64, **kwargs})
+
+
+# -- the module ---------------------------------------------------------------------------------
+
+
+def test_loss_is_reverse_kl_and_its_bound_stays_below_the_exact_log_z():
+    module = free_module()
+    torch.manual_seed(0)
+    x, log_q, action = module.draw(4096)
+    # log q from the prior and the flow's log-det, S from the action: the loss is their mean
+    z, logdet = module.flow.encode(x)
+    assert torch.allclose(log_q, module.prior.log_prob(z) - logdet, atol=1e-3)
+    assert torch.allclose(action, FreeComplexField(1.0, 4.5)(x))
+    bound = -(log_q + action).mean().item()
+    error = (log_q + action).std().item() / math.sqrt(4096)
+    assert module.exact_log_z == pytest.approx(EXACT_LOG_Z, abs=1e-5)
+    assert bound <= EXACT_LOG_Z + 3 * error  # Jensen: E_q[log w] <= ln Z
+
+
+def test_evaluation_of_exact_samples_reaches_the_exact_log_z_with_full_ess():
+    """A perfect flow (the free field's exact sampler) must give ESS = 1 and ln Z = exact, bound included."""
+    field = FreeComplexField(1.0, 4.5)
+    x, log_p = field.sample(4096, 8, torch.Generator().manual_seed(1))
+    log_w = log_weights(log_p, field(x))
+    metrics = evaluation_metrics(log_w, (x.sum(dim=(-2, -1)) ** 2).sum(1) / 64, field.log_z(8))
+    assert metrics["ess"] == pytest.approx(1.0, abs=1e-9)
+    assert metrics["log_z_exact_gap"] == pytest.approx(0.0, abs=1e-9) and metrics["kl"] == pytest.approx(0.0, abs=1e-9)
+    assert metrics["chi"] == pytest.approx(2.0, abs=0.15)
+
+
+def test_a_few_training_steps_lower_the_loss(tmp_path):
+    module = free_module(eval_samples=512, optim={"lr": 1e-2, "warmup_steps": 0, "cosine": False})
+
+    def loss() -> float:
+        torch.manual_seed(5)
+        with torch.no_grad():
+            _, log_q, action = module.draw(1024)
+        return (log_q + action).mean().item()
+
+    before = loss()
+    trainer = L.Trainer(max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, accelerator="cpu", default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=FlowDrawsDataModule(steps_per_epoch=30))
+    after = loss()
+    assert after < before - 50, (before, after)  # from ~400 (identity flow, unit latents) towards -ln Z = 14.2
+    logged = set(trainer.logged_metrics)
+    assert {"train/loss_step", "train/log_z_bound_step", "train/ess_step"} <= logged, logged
+
+
+def test_draws_data_module_counts_steps():
+    dm = FlowDrawsDataModule(steps_per_epoch=7, val_steps=2, test_steps=0)
+    assert (len(dm.train_dataloader()), len(dm.val_dataloader()), len(dm.test_dataloader())) == (7, 2, 0)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        FlowDrawsDataModule(steps_per_epoch=0)
+
+
+# -- configs and train.py ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("experiment,name", [("lattice_free", "free_complex"), ("lattice_phi4_massive", "complex_phi4"),
+                                             ("lattice_phi4_critical", "complex_phi4")])
+def test_lattice_experiments_compose_into_an_action_and_float32(tmp_path, experiment, name):
+    cfg = compose_cfg(tmp_path, f"experiment={experiment}")
+    assert cfg.action.name == name and cfg.task_name == experiment
+    assert cfg.trainer.precision == "32-true" and cfg.model.reversible is False
+    assert cfg.callbacks.model_checkpoint.monitor == "val/log_z" and "sample_grid" not in cfg.callbacks
+    module = build_lattice_module(cfg)
+    assert module.size == 8 and module.target.channels == 2
+    if experiment == "lattice_phi4_critical":
+        assert module.target.kappa == 0.6 and module.target.lam == 1.145
+
+
+def test_an_unknown_action_is_a_user_error(tmp_path):
+    cfg = compose_cfg(tmp_path, "experiment=lattice_free", "action.name=ising")
+    with pytest.raises(UserError, match="not a lattice action"):
+        build_lattice_module(cfg)
+
+
+@pytest.fixture(scope="module")
+def lattice_run(tmp_path_factory):
+    """One tiny epoch of ``python train.py experiment=lattice_free``, shared by the app tests."""
+    tmp_path = tmp_path_factory.mktemp("lattice")
+    torch.set_num_threads(1)
+    return tmp_path, tasks.train(compose_cfg(tmp_path, *QUICK_LATTICE))
+
+
+def test_train_py_lattice_free_reports_and_leaves_a_checkpoint(lattice_run):
+    _, results = lattice_run
+    assert results["last_ckpt"].is_file()
+    for key in ("test/ess", "test/log_z", "test/log_z_bound", "test/log_z_exact_gap", "test/kl"):
+        assert math.isfinite(results[key]), key
+    assert results["test/log_z_bound"] <= EXACT_LOG_Z + 1.0
+    module, _ = load_module(str(results["last_ckpt"]), LatticeFlowModule)
+    assert module.hparams.action == FREE and module.size == 8
+
+
+def test_resuming_a_lattice_run_continues_its_steps(tmp_path):
+    first = tasks.train(compose_cfg(tmp_path, *QUICK_LATTICE, "test=false"))
+    cfg = compose_cfg(tmp_path / "elsewhere", *QUICK_LATTICE, "trainer.max_epochs=2", f"ckpt_path={first['last_ckpt']}",
+                      "test=false")
+    resumed = tasks.train(cfg)
+    assert resumed["run_dir"].resolve() == first["run_dir"].resolve()  # continues in the run folder that wrote it
+    checkpoint = torch.load(resumed["last_ckpt"], map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == 8  # 4 steps per epoch, 2 epochs: the second one ran after the resume
+
+
+def test_lattice_app_prints_observables_next_to_the_exact_values(lattice_run, tmp_path, capsys):
+    _, results = lattice_run
+    cfg = compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "n=512", config="lattice")
+    report = lattice_tasks.lattice(cfg)
+    out = capsys.readouterr().out
+    assert "reference: exact (free field)" in out
+    for exact in ("-14.217202 (exact)", "2.000000 (exact)", "0.317593 (exact)", "0.014841 (exact)"):
+        assert exact in out, exact
+    for name in ("ln Z (bound)", "ln Z (estimate)", "ESS / N", "IMH acceptance", "tau |M|^2 (IMH)",
+                 "chi (reweighted)", "chi (IMH chain)", "<phi^2> (reweighted)", "G(4) (reweighted)"):
+        assert name in out, name
+    assert report.row("ln Z (bound)").flow[0] <= EXACT_LOG_Z + 1.0
+
+
+def test_lattice_app_bulk_comparison_writes_the_correlation_plot(lattice_run, tmp_path, capsys):
+    _, results = lattice_run
+    cfg = compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "n=64", "bulk.enabled=true", "bulk.chains=4",
+                      "bulk.trajectories=10", "bulk.leapfrog=3", config="lattice")
+    lattice_tasks.lattice(cfg)
+    out = capsys.readouterr().out
+    assert "HMC in latent space" in out and "HMC in field space" in out
+    assert (tmp_path / "run" / "bulk_correlations.png").is_file()
+
+
+def test_lattice_app_refuses_an_image_checkpoint(tmp_path):
+    image_ckpt = tmp_path / "image.ckpt"
+    torch.save({"hyper_parameters": {"channels": 1, "image_size": 16, "bits": 8, "architecture": {}, "prior": {}},
+                "state_dict": {}}, image_ckpt)
+    with pytest.raises(UserError, match="a lattice training run"):
+        load_module(str(image_ckpt), LatticeFlowModule)
+    result = run_app("lattice", f"ckpt={image_ckpt}", f"hydra.run.dir={tmp_path / 'app'}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "error:" in result.stderr and "a lattice training run" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- reference values ----------------------------------------------------------------------------
+
+
+def test_reference_lookup_knows_the_exact_free_field_and_the_monte_carlo_table():
+    free = lookup("free_complex", {"t": 1, "mu": 4.5}, 8)
+    assert free.exact and free.log_z[0] == pytest.approx(EXACT_LOG_Z, abs=1e-5) and free.chi == (2.0, 0.0)
+    expected = [0.317593, 0.107292, 0.042180, 0.020259, 0.014841]
+    assert [g for g, _ in free.two_point] == pytest.approx(expected, abs=1e-6)
+    massive = lookup("complex_phi4", {"kappa": 0.2, "lam": 1.145}, 8)
+    assert massive.chi == (1.872, 0.010) and len(massive.two_point) == 5 and massive.notes
+    same = lookup("complex_phi4", {"t": 0.2, "mu": 1 - 2 * 1.145, "lam": 1.145}, 8)  # the (t, mu, lam) form
+    assert same is massive
+    assert lookup("complex_phi4", {"kappa": 0.6, "lam": 1.145}, 8).chi == (68.62, 0.07)
+    assert lookup("real_phi4", {"m2": -4, "lam": 8}, 8).phi2 == (0.14349, 0.00002)
+    assert lookup("complex_phi4", {"kappa": 0.6, "lam": 1.145}, 16) is None
+
+
+@pytest.mark.slow
+def test_short_free_field_training_gets_close_to_the_exact_log_z():
+    """600 steps (about a minute on one thread): the importance-sampling ln Z is already within 0.05."""
+    torch.manual_seed(0)
+    module = LatticeFlowModule(action=FREE, size=8, batch_size=128, eval_samples=8192,
+                               architecture={"hidden": 16, "num_res_blocks": 1, "mlp_depth": 2, "couplings": [2, 2]},
+                               optim={"lr": 1e-2, "warmup_steps": 50, "cosine": True, "min_lr_ratio": 0.05})
+    trainer = L.Trainer(max_steps=600, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu", limit_val_batches=0)
+    trainer.fit(module, datamodule=FlowDrawsDataModule(steps_per_epoch=600))
+    module.eval()
+    log_w, chi = module.draw_log_weights(16384)
+    metrics = evaluation_metrics(log_w, chi, module.exact_log_z)
+    assert metrics["ess"] > 0.2, metrics
+    assert abs(metrics["log_z_exact_gap"]) < 0.05 + 3 * metrics["log_z_error"], metrics
+    assert metrics["chi"] == pytest.approx(2.0, abs=0.15)
