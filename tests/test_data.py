@@ -397,8 +397,9 @@ EXPECTED = {
 }
 
 
-def test_every_dataset_config_is_covered():
-    assert {p.stem for p in CONF.glob("*.yaml")} == set(EXPECTED)
+def test_every_image_dataset_config_is_covered():
+    # lattice.yaml is not images: its "batches" count reverse-KL steps (tests/test_lattice_training.py).
+    assert {p.stem for p in CONF.glob("*.yaml")} - {"lattice"} == set(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -147,6 +147,9 @@ def test_sample_app_writes_a_grid(trained_run, tmp_path):
     from PIL import Image
 
     assert Image.open(out).size == (3 * 16 + 4 * 2, 3 * 16 + 4 * 2)
+    mixed = compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "n=4", "temperature=0", "split_level=1",
+                        "coarse_temperature=1.0", config="sample")
+    assert tasks.sample(mixed).name == "samples_T0_split1_T1.png"
 
 
 # -- resume -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint, WeightAveraging
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from .. import analysis
 from ..errors import UserError
 from .callbacks import SampleGrid
 from .checkpoint import load_module, read_checkpoint, resolve_checkpoint
@@ -134,15 +135,26 @@ def evaluate(cfg: DictConfig) -> float:
 
 
 def sample(cfg: DictConfig) -> Path:
-    """A grid of ``n`` samples at ``temperature`` from a checkpoint."""
+    """A grid of ``n`` samples at ``temperature`` from a checkpoint; with ``split_level`` the levels
+    below it are drawn at ``temperature`` and the coarser ones at ``coarse_temperature``."""
     if cfg.n < 1:
         raise UserError(f"n={cfg.n} images is not a grid: pass n=64 or another positive number")
     module, path = load_module(cfg.ckpt)
+    model = module.model
     generator = torch.Generator().manual_seed(cfg.seed)
-    pixels = module.model.sample(cfg.n, cfg.temperature, generator)
-    out = Path(cfg.out) if cfg.get("out") else Path(cfg.paths.output_dir) / f"samples_T{cfg.temperature:g}.png"
-    save_and_log(None, image_grid(pixels, module.model.pixels.bits), out, "samples")
-    print(f"{cfg.n} samples at temperature {cfg.temperature:g} from {path}\nwrote {out.resolve()}")
+    if cfg.get("split_level") is None:
+        pixels, what = model.sample(cfg.n, cfg.temperature, generator), f"temperature {cfg.temperature:g}"
+        name = f"samples_T{cfg.temperature:g}.png"
+    else:
+        pixels = analysis.sample_mixed_temperature(
+            model, cfg.n, cfg.temperature, cfg.coarse_temperature, cfg.split_level, generator
+        )
+        what = (f"temperature {cfg.temperature:g} below level {cfg.split_level}, "
+                f"{cfg.coarse_temperature:g} from it up")
+        name = f"samples_T{cfg.temperature:g}_split{cfg.split_level}_T{cfg.coarse_temperature:g}.png"
+    out = Path(cfg.out) if cfg.get("out") else Path(cfg.paths.output_dir) / name
+    save_and_log(None, image_grid(pixels, model.pixels.bits), out, "samples")
+    print(f"{cfg.n} samples at {what} from {path}\nwrote {out.resolve()}")
     return out
 
 
