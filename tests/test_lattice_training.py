@@ -101,7 +101,7 @@ def test_lattice_experiments_compose_into_an_action_and_float32(tmp_path, experi
     cfg = compose_cfg(tmp_path, f"experiment={experiment}")
     assert cfg.action.name == name and cfg.task_name == experiment
     assert cfg.trainer.precision == "32-true" and cfg.model.reversible is False
-    assert cfg.callbacks.model_checkpoint.monitor == "val/log_z" and "sample_grid" not in cfg.callbacks
+    assert cfg.callbacks.model_checkpoint.monitor == "val/log_z_bound" and "sample_grid" not in cfg.callbacks
     module = build_lattice_module(cfg)
     assert module.size == 8 and module.target.channels == 2
     if experiment == "lattice_phi4_critical":
