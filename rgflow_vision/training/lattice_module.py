@@ -73,6 +73,12 @@ class LatticeFlowModule(TrainingBase):
             chis.append(susceptibility(x.double()))
         return torch.cat(log_ws), torch.cat(chis)
 
+    def setup(self, stage: str) -> None:
+        # seed_everything gives every DDP rank the same stream, and identical draws on every rank would make the
+        # extra ranks worthless. Runs before a checkpoint restores its streams (which offsets ranks itself).
+        if self._trainer is not None and self.trainer.world_size > 1:
+            torch.manual_seed(torch.initial_seed() + 1_000_003 * self.global_rank)
+
     # -- steps ---------------------------------------------------------------------------------
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -104,14 +110,15 @@ class LatticeFlowModule(TrainingBase):
     def _log_evaluation(self, stage: str, log_w_metric: CatMetric, chi_metric: CatMetric) -> None:
         if not log_w_metric.update_called:  # no evaluation batches ran (limit_val_batches=0)
             return
-        # compute() gathers every rank's draws, so each rank logs the same numbers: no further sync.
+        # compute() gathers every rank's draws, so every rank computes the same numbers; sync_dist then averages
+        # identical values (a no-op that keeps Lightning from warning about unsynced epoch metrics).
         log_w = log_w_metric.compute().double().flatten().cpu()
         chi = chi_metric.compute().double().flatten().cpu()
         log_w_metric.reset()
         chi_metric.reset()
         metrics = evaluation_metrics(log_w, chi, self.exact_log_z)
         for name, value in metrics.items():
-            self.log(f"{stage}/{name}", value, prog_bar=name in ("ess", "log_z"), sync_dist=False)
+            self.log(f"{stage}/{name}", value, prog_bar=name in ("ess", "log_z"), sync_dist=True)
 
 
 def evaluation_metrics(log_w: torch.Tensor, chi: torch.Tensor, exact_log_z: float | None = None) -> dict[str, float]:
