@@ -152,6 +152,13 @@ def test_sample_app_writes_a_grid(trained_run, tmp_path):
     assert tasks.sample(mixed).name == "samples_T0_split1_T1.png"
 
 
+def test_last_checkpoint_is_rewritten_every_epoch_even_without_improvement(tmp_path):
+    frozen = tasks.train(compose_cfg(tmp_path, *TINY_MODEL, *QUICK, "trainer.max_epochs=3", "optim.lr=0",
+                                     "test=false", "logger=none", "~callbacks.sample_grid"))
+    assert torch.load(frozen["last_ckpt"], weights_only=False)["global_step"] == 6
+    assert torch.load(frozen["best_ckpt"], weights_only=False)["global_step"] == 2  # val/bpd never improved
+
+
 # -- resume -----------------------------------------------------------------------------------
 
 

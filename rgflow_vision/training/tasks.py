@@ -77,11 +77,10 @@ def train(cfg: DictConfig) -> dict:
     results = {"run_dir": Path(trainer.default_root_dir)}
     if cfg.get("test"):
         results.update(trainer.test(module, datamodule=datamodule, verbose=False)[0])
-    checkpoint = trainer.checkpoint_callback
-    if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath:  # none is written under fast_dev_run
-        last = Path(checkpoint.dirpath) / "last.ckpt"
-        results["last_ckpt"] = last if last.is_file() else None
-        results["best_ckpt"] = checkpoint.best_model_path or None
+    for checkpoint in trainer.checkpoint_callbacks:  # none is written under fast_dev_run
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath and checkpoint.best_model_path:
+            key = "best_ckpt" if checkpoint.monitor else "last_ckpt"
+            results[key] = Path(checkpoint.best_model_path)
     samples = [p for cb in trainer.callbacks if isinstance(cb, SampleGrid) for p in cb.last_paths]
     results["samples"] = samples
     if trainer.is_global_zero:
