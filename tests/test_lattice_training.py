@@ -22,7 +22,8 @@ TINY_ARCH = {"hidden": 8, "num_res_blocks": 1, "mlp_depth": 1, "couplings": [1, 
 FREE = {"name": "free_complex", "t": 1.0, "mu": 4.5}
 EXACT_LOG_Z = -14.21720  # lattice.md, L = 8, t = 1, mu = 4.5
 QUICK_LATTICE = ["experiment=lattice_free", "model.hidden=8", "model.couplings=[1,1]", "lattice.batch_size=32",
-                 "lattice.eval_samples=256", "dataset.steps_per_epoch=4", "dataset.test_steps=1", "trainer.max_epochs=1",
+                 "lattice.eval_samples=256", "dataset.steps_per_epoch=4", "dataset.test_steps=1",
+                 "trainer.max_epochs=1",
                  "trainer.enable_progress_bar=false", "optim.warmup_steps=2"]
 
 

@@ -154,7 +154,8 @@ def bulk(module: LatticeFlowModule, cfg: DictConfig, out_dir: Path) -> list[str]
     with torch.no_grad():
         x0, _ = module.flow.decode(z0)
     with torch.enable_grad():
-        latent = latent_hmc(module.flow, module.target, z0, b.trajectories, b.step_size, b.leapfrog, generator=generator)
+        latent = latent_hmc(module.flow, module.target, z0, b.trajectories, b.step_size, b.leapfrog,
+                            generator=generator)
         field_run = hmc(module.target, x0, b.trajectories, b.step_size, b.leapfrog, generator=generator)
     with torch.no_grad():
         x_latent = torch.stack([module.flow.decode(z)[0] for z in latent.samples])
