@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .. import analysis
 from ..errors import UserError
-from .callbacks import SampleGrid
+from .callbacks import HierarchyPictures, SampleGrid
 from .checkpoint import load_module, read_checkpoint, resolve_checkpoint
 from .hierarchy import box_mask, compare_inpainting, mixing_picture, receptive_field_picture
 from .images import image_grid, save_and_log
@@ -81,8 +81,8 @@ def train(cfg: DictConfig) -> dict:
         if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath and checkpoint.best_model_path:
             key = "best_ckpt" if checkpoint.monitor else "last_ckpt"
             results[key] = Path(checkpoint.best_model_path)
-    samples = [p for cb in trainer.callbacks if isinstance(cb, SampleGrid) for p in cb.last_paths]
-    results["samples"] = samples
+    results["samples"] = [p for cb in trainer.callbacks if isinstance(cb, SampleGrid) for p in cb.last_paths]
+    results["pictures"] = [p for cb in trainer.callbacks if isinstance(cb, HierarchyPictures) for p in cb.last_paths]
     if trainer.is_global_zero:
         _report(results, trainer)
     return results
@@ -105,8 +105,8 @@ def _report(results: dict, trainer: L.Trainer) -> None:
     for key, value in results.items():
         if key.startswith("test/"):
             lines.append(f"{key.replace('/', ' '):<12} {value:.4f}")
-    for path in results["samples"]:
-        lines.append(f"samples      {path}")
+    lines += [f"samples      {path}" for path in results["samples"]]
+    lines += [f"hierarchy    {path}" for path in results["pictures"]]
     for logger in trainer.loggers:
         where = getattr(logger, "log_dir", None) or logger.save_dir
         if where:  # fast_dev_run replaces the loggers with a DummyLogger that writes nowhere
