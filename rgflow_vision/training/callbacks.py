@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from .hierarchy import box_mask, compare_inpainting, mixing_picture, receptive_field_picture
 from .images import image_grid, save_and_log
 
 
@@ -74,8 +75,6 @@ class HierarchyPictures(Callback):
                            for name, image in pictures.items()]
 
     def draw(self, model, images: torch.Tensor) -> dict:
-        from .hierarchy import box_mask, compare_inpainting, mixing_picture, receptive_field_picture
-
         size = model.flow.image_size
         _, fields = receptive_field_picture(model, self.rf_samples, self.rf_max_sites)
         pictures = {"receptive_fields": fields}

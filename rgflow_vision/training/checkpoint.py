@@ -31,7 +31,8 @@ def resolve_checkpoint(ckpt: str | None, outputs: str | Path = "outputs") -> Pat
 def read_checkpoint(path: Path, module_class: type[TrainingBase] = FlowLitModule) -> dict:
     """The checkpoint dictionary, or a UserError saying why ``module_class`` cannot be rebuilt from it."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        # mmap: resuming reads the checkpoint here and again in Lightning; map it rather than load it twice.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
         raise UserError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}): "
                         "use another one, e.g. the best checkpoint in the same folder") from None

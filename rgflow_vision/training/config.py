@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import glob
 import hashlib
-import logging
 import netrc
 import os
 import sys
@@ -16,8 +15,6 @@ import torch
 from omegaconf import OmegaConf
 
 from ..errors import UserError
-
-log = logging.getLogger("rgflow_vision")
 
 
 def auto_precision() -> str:
@@ -40,6 +37,11 @@ def wandb_offline() -> bool:
 def run_id(output_dir: str) -> str:
     """A stable id per run folder, so a resumed run logs into the same W&B run."""
     return hashlib.sha1(str(Path(output_dir).resolve()).encode()).hexdigest()[:12]
+
+
+def to_dict(node) -> dict:
+    """A config node as a plain, resolved dict (what modules save as hyperparameters); ``{}`` for None."""
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
 
 
 def register_resolvers() -> None:
@@ -84,10 +86,6 @@ def entry_point(task):
             sys.exit(2)
 
     return wrapped
-
-
-def project_root() -> Path:
-    return Path(__file__).resolve().parents[2]
 
 
 register_resolvers()

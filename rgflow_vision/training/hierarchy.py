@@ -11,6 +11,7 @@ from .. import analysis
 from ..analysis import plots
 from ..errors import UserError
 from ..model import RGFlowModel
+from .images import image_grid
 
 
 def box_mask(image_size: int, size: int, at: tuple[int, int] | None = None) -> torch.Tensor:
@@ -75,7 +76,5 @@ def mixing_picture(model: RGFlowModel, x_a: torch.Tensor, x_b: torch.Tensor, hc:
     mixes = analysis.mix_all(model, x_a, x_b, None if hc == "all" else [hc])
     if hc == "all":
         return plots.mixing_grid(x_a, x_b, mixes, bits=model.pixels.bits)
-    from .images import image_grid
-
     return image_grid(torch.cat([x_a, x_b, mixes[0]]), model.pixels.bits, nrow=len(x_a))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torchmetrics import CatMetric
 
 from ..errors import UserError
@@ -11,6 +11,7 @@ from ..flows import RGFlow
 from ..lattice import FreeComplexField, build_action, ess, log_weights, log_z, reverse_kl, sample_flow
 from ..lattice.observables import susceptibility
 from ..priors import GaussianPrior
+from .config import to_dict
 from .module import OPTIM_DEFAULTS, TrainingBase
 
 EVAL_CHUNK = 1024  # configurations decoded at once in evaluation: bounds memory, not the result
@@ -47,8 +48,7 @@ class LatticeFlowModule(TrainingBase):
         self.save_hyperparameters()
         self.target = build_action(**action)
         self.size = int(size)
-        architecture = {k: v for k, v in (architecture or {}).items() if k != "_target_"}
-        self.flow = RGFlow(self.target.channels, self.size, **architecture)
+        self.flow = RGFlow(self.target.channels, self.size, **(architecture or {}))
         self.prior = GaussianPrior(self.target.channels, self.size)
         self.batch_size, self.eval_samples = int(batch_size), int(eval_samples)
         self.optim = {**OPTIM_DEFAULTS, **(optim or {})}
@@ -141,18 +141,14 @@ def evaluation_metrics(log_w: torch.Tensor, chi: torch.Tensor, exact_log_z: floa
     return metrics
 
 
-def _container(node) -> dict:
-    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
-
-
 def build_lattice_module(cfg: DictConfig, datamodule=None) -> LatticeFlowModule:
     """The module a ``train.py`` config with ``action: {name: ..., ...}`` asks for.
 
     ``lattice.size``, ``lattice.batch_size`` and ``lattice.eval_samples`` size the problem; ``model``
     is the flow's architecture; the prior is always Gaussian (``prior`` is ignored).
     """
-    action = _container(cfg.action)
-    lattice = _container(cfg.get("lattice"))
+    action = to_dict(cfg.action)
+    lattice = to_dict(cfg.get("lattice"))
     try:
         build_action(**action)
     except (TypeError, ValueError) as error:
@@ -164,10 +160,10 @@ def build_lattice_module(cfg: DictConfig, datamodule=None) -> LatticeFlowModule:
     return LatticeFlowModule(
         action=action,
         size=size,
-        architecture=_container(cfg.model),
+        architecture=to_dict(cfg.model),
         batch_size=int(lattice.get("batch_size", 256)),
         eval_samples=int(lattice.get("eval_samples", 4096)),
-        optim=_container(cfg.optim),
+        optim=to_dict(cfg.optim),
     )
 
 

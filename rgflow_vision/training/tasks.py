@@ -14,14 +14,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .. import analysis
 from ..errors import UserError
 from .callbacks import HierarchyPictures, SampleGrid
+from .config import to_dict
 from .checkpoint import load_module, read_checkpoint, resolve_checkpoint
 from .hierarchy import box_mask, compare_inpainting, mixing_picture, receptive_field_picture
 from .images import image_grid, save_and_log
 from .module import FlowLitModule
-
-
-def _container(node) -> dict:
-    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
 
 
 def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list[L.Callback]:
@@ -49,12 +46,12 @@ def build_module(cfg: DictConfig, datamodule) -> L.LightningModule:
         channels=datamodule.channels,
         image_size=datamodule.image_size,
         bits=datamodule.bits,
-        architecture=_container(cfg.model),
-        prior=_container(cfg.prior),
-        optim=_container(cfg.optim),
+        architecture=to_dict(cfg.model),
+        prior=to_dict(cfg.prior),
+        optim=to_dict(cfg.optim),
         compile=cfg.compile,
         eval_seed=cfg.seed,
-        dataset=_container(cfg.dataset),
+        dataset=to_dict(cfg.dataset),
     )
 
 
@@ -119,7 +116,7 @@ def _datamodule_for(module: FlowLitModule, cfg: DictConfig):
     saved = module.hparams.get("dataset")
     if not saved:
         raise UserError("this checkpoint does not record its dataset: pass the dataset config, e.g. dataset=digits")
-    overrides = _container(cfg.get("dataset"))
+    overrides = to_dict(cfg.get("dataset"))
     return instantiate(OmegaConf.merge(saved, overrides))
 
 
@@ -127,7 +124,7 @@ def evaluate(cfg: DictConfig) -> float:
     """Bits per dimension of a checkpoint on the test split (the same number training reported)."""
     module, path = load_module(cfg.ckpt)
     datamodule = _datamodule_for(module, cfg)
-    trainer = L.Trainer(**_container(cfg.trainer), logger=False)
+    trainer = L.Trainer(**to_dict(cfg.trainer), logger=False)
     bpd = trainer.test(module, datamodule=datamodule, verbose=False)[0]["test/bpd"]
     print(f"test bpd {bpd:.4f}  ({path})")
     return bpd
