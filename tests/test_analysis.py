@@ -8,7 +8,11 @@ from PIL import Image
 
 from rgflow_vision import RGFlowModel
 from rgflow_vision.analysis import (
+    ConeEncoder,
+    box_masks,
     corruption_cone,
+    evaluate_inpainting,
+    harmonic_fill,
     inpaint,
     mix,
     mix_all,
@@ -248,6 +252,12 @@ def test_inpainting_never_moves_a_latent_outside_the_cone(model16, corrupted16, 
     assert not torch.equal(result.z[~outside], z0[~outside])
 
 
+def test_inpainting_through_the_cone_keeps_every_observed_pixel(corrupted16, inpainted):
+    _, corrupted, mask = corrupted16
+    assert torch.equal(inpainted[True].restored[..., ~mask], corrupted[..., ~mask])
+    assert not torch.equal(inpainted[True].restored[..., mask], corrupted[..., mask])
+
+
 def test_inpainting_updates_exactly_the_latents_of_the_geometric_cone(inpainted, corrupted16):
     _, _, mask = corrupted16
     sites = int(causal_cone(mask, direction="encode").sum())
@@ -264,16 +274,20 @@ def test_the_full_cone_reaches_every_pixel_through_its_top_level_latents(inpaint
     assert footprint.all()
 
 
-def test_inpainting_the_fine_levels_of_the_cone_changes_no_pixel_outside_their_footprint(model16, corrupted16):
-    _, corrupted, mask = corrupted16
-    result = inpaint(model16, corrupted, mask, max_level=0, steps=10, weight=0.0)  # no penalty: pixels free to move
-    levels = model16.flow.level_map()
-    sites = causal_cone(mask, direction="encode") & (levels == 0)
-    assert torch.equal(result.latent_mask[:, 0], sites.expand(2, -1, -1))
-    footprint = causal_cone(sites, direction="decode")
-    assert torch.equal(result.footprint[0], footprint) and (~footprint).sum() >= 64
-    assert torch.equal(result.restored[..., ~footprint], corrupted[..., ~footprint])
-    assert (result.restored[..., footprint & ~mask] != corrupted[..., footprint & ~mask]).any()
+@pytest.mark.parametrize(("channels", "size"), [(1, 16), (3, 32)])
+def test_the_cone_encoder_is_encode_on_the_blocks_the_hole_reaches(channels, size):
+    flow = perturbed_flow(channels, size, dtype=torch.float64).eval()
+    reference = torch.randn(3, channels, size, size, dtype=torch.float64)
+    masks = box_masks(size, 5, 3, "random", torch.Generator().manual_seed(3))
+    encoder = ConeEncoder(flow, reference, masks)
+    x = torch.where(masks[:, None], torch.randn_like(reference), reference)  # differs only in the holes
+    z, logdet = encoder(x)
+    z_full, logdet_full = flow.encode(x)
+    assert torch.allclose(z, z_full, atol=1e-12) and torch.allclose(logdet + encoder.logdet_rest, logdet_full)
+    outside = ~corruption_cone(masks)[:, None].expand_as(z)
+    assert torch.equal(z[outside], flow.encode(reference)[0][outside])
+    all_blocks = 3 * sum(2 * (size >> h) ** 2 // 16 for h in range(flow.num_levels))
+    assert encoder.blocks < all_blocks  # the networks run on the cone's blocks only
 
 
 def test_inpainting_lowers_the_objective_and_reports_error_time_and_history(inpainted):
@@ -281,6 +295,61 @@ def test_inpainting_lowers_the_objective_and_reports_error_time_and_history(inpa
         assert result.loss < result.initial_loss and len(result.history) == 31
         assert result.error is not None and result.error < result.error_before
         assert result.seconds > 0 and result.restored.dtype == torch.long
+
+
+def test_the_harmonic_fill_solves_laplace_with_the_observed_pixels_as_boundary():
+    ramp = (torch.arange(16) * 12).expand(1, 2, 16, 16).clone()  # linear in the column: harmonic already
+    corrupted = torch.where(square_mask(16, 3, 4, 6), 0, ramp)
+    assert torch.equal(harmonic_fill(corrupted, square_mask(16, 3, 4, 6)), ramp)
+    mask = square_mask(16, 3, 0, 6)  # touching the image edge, which reflects
+    bumpy = images(1, 1, 16, seed=3)
+    filled = harmonic_fill(bumpy, mask).double()
+    # At the edge the missing neighbour is dropped, i.e. the pixel is its own 4th neighbour: replicate.
+    padded = torch.nn.functional.pad(filled, (1, 1, 1, 1), mode="replicate")
+    neighbours = (padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:]) / 4
+    assert (filled[..., mask] - neighbours[..., mask]).abs().max() <= 1.0  # rounding to integer levels
+    assert torch.equal(filled[..., ~mask], bumpy[..., ~mask].double())
+
+
+def stripes(n: int, generator: torch.Generator) -> torch.Tensor:
+    """8x8 images of period-4 bars, vertical or horizontal, at a random phase."""
+    offset = torch.randint(0, 4, (n, 1, 1), generator=generator)
+    vertical = torch.rand(n, 1, 1, generator=generator) < 0.5
+    i = torch.arange(8)
+    bars = torch.where(vertical, (i[None, None, :] + offset) % 4 < 2, (i[None, :, None] + offset) % 4 < 2)
+    return bars.long()[:, None] * 255
+
+
+def test_a_model_that_knows_the_bars_restores_a_box_the_harmonic_fill_cannot():
+    generator = torch.Generator().manual_seed(0)
+    model = RGFlowModel.build(1, 8, hidden=32, num_res_blocks=1, couplings=[2])
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(120):
+        loss = model.bpd(stripes(64, generator)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    evaluation = evaluate_inpainting(model, stripes(16, generator), 2, "random", seed=1, steps=100)
+    m = evaluation.metrics
+    assert m["cone"] < 0.25 * m["harmonic"] and m["cone"] < 0.25 * m["corrupted"], m
+    assert m["observed_changed_cone"] == 0.0 and set(evaluation.images) >= {"harmonic", "cone", "all"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [((8, 0), "size 0 does not fit"), ((8, 9), "does not fit the 8x8"), ((8, 4, 1, (5, 0)), "leaves the 8x8"),
+     ((8, 4, 1, "corner"), "at must be")],
+)
+def test_a_box_that_does_not_fit_is_a_clear_error(args, message):
+    with pytest.raises(UserError, match=message):
+        box_masks(*args)
+
+
+def test_random_boxes_are_seeded_and_inside_the_image():
+    a = box_masks(16, 4, 50, "random", torch.Generator().manual_seed(1))
+    b = box_masks(16, 4, 50, "random", torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and (a.flatten(1).sum(1) == 16).all()
+    assert len({tuple(m.nonzero()[0].tolist()) for m in a}) > 10  # positions vary
 
 
 @pytest.mark.parametrize(
@@ -312,8 +381,8 @@ def test_figures_are_pil_images(rf16, model16, corrupted16, inpainted):
     figures = [
         receptive_field_figure(rf.mean_maps, rf.radius, title="receptive fields"),
         mixing_grid(original, corrupted, mix_all(model16, original, corrupted)),
-        inpainting_panel(corrupted, inpainted[True].restored, inpainted[False].restored, original, mask),
-        inpainting_panel(corrupted[:, :1], corrupted[:, :1], corrupted[:, :1]),  # grey images, no original
+        inpainting_panel([("corrupted", corrupted), ("cone", inpainted[True].restored), ("original", original)], mask),
+        inpainting_panel([("corrupted", corrupted[:, :1]), ("cone", corrupted[:, :1])]),  # grey images, no mask
     ]
     for figure in figures:
         assert isinstance(figure, Image.Image) and figure.mode == "RGB"

@@ -46,15 +46,30 @@ def test_receptive_fields_app_prints_a_radius_per_level(tmp_path, trained_run, c
 
 
 def test_inpaint_app_compares_the_cone_with_all_latents(tmp_path, trained_run, capsys):
-    tasks.inpaint(app_cfg(tmp_path, trained_run, "inpaint", "size=4", "steps=3"))
+    metrics = tasks.inpaint(app_cfg(tmp_path, trained_run, "inpaint", "size=4", "steps=3"))
     rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line}
-    cone, everything = int(rows["cone"][1]), int(rows["all"][2])
-    assert cone == 48 * 2 + 16 < everything == 16 * 16  # 4x4 box at 16x16: 48 per level below the top, 16 on top
+    cone, everything = int(rows["cone"][2]), int(rows["all"][3])
+    assert cone == metrics["cone_latents"] == 48 * 2 + 16 < everything == 16 * 16  # 48 per level below the top
+    assert Image.open(tmp_path / "out.png").height > 16
+
+
+def test_inpaint_app_evaluates_n_test_images_and_writes_the_metrics(tmp_path, trained_run):
+    import json
+
+    metrics = tasks.inpaint(app_cfg(tmp_path, trained_run, "inpaint", "n=5", "size=4", "at=random", "steps=2"))
+    saved = json.loads((tmp_path / "inpaint_metrics.json").read_text())
+    keys = {"n", "size", "corrupted", "harmonic", "cone", "all", "cone_latents", "all_latents", "seconds_cone",
+            "seconds_all"}
+    assert keys <= set(saved) and saved["n"] == 5 and saved["size"] == 4 and saved["at"] == "random"
+    assert saved == json.loads(json.dumps(metrics))
+    assert saved["harmonic"] < saved["corrupted"] and saved["cone_latents"] < saved["all_latents"] == 256
 
 
 @pytest.mark.parametrize(("overrides", "message"), [(["size=40"], "does not fit"), (["mask=blob"], "mask=box"),
-                                                   (["at=[14,14]"], "leaves the")])
-def test_inpaint_rejects_bad_masks(tmp_path, trained_run, overrides, message):
+                                                   (["at=[14,14]"], "leaves the"), (["at=corner"], "at=random"),
+                                                   (["n=0"], "positive number"), (["n=100000"], "more than the"),
+                                                   (["n=2", "size=0"], "does not fit")])
+def test_inpaint_rejects_bad_input(tmp_path, trained_run, overrides, message):
     with pytest.raises(UserError, match=message):
         tasks.inpaint(app_cfg(tmp_path, trained_run, "inpaint", *overrides))
 

@@ -5,16 +5,34 @@ torchvision), imported only on demand.
 """
 
 from ._common import AnalysisError
-from .inpainting import InpaintResult, corruption_cone, inpaint
+from .inpainting import (
+    ConeEncoder,
+    InpaintEvaluation,
+    InpaintResult,
+    box_masks,
+    corrupt,
+    corruption_cone,
+    evaluate_inpainting,
+    harmonic_fill,
+    inpaint,
+    masked_errors,
+)
 from .mixing import mix, mix_all, mix_flow, mix_latents, mixed_temperature_latents, sample_mixed_temperature
 from .receptive_fields import ReceptiveFields, periodic_distance, radius_of_mass, receptive_fields
 
 __all__ = [
     "AnalysisError",
+    "ConeEncoder",
+    "InpaintEvaluation",
     "InpaintResult",
+    "box_masks",
+    "corrupt",
     "ReceptiveFields",
     "corruption_cone",
+    "evaluate_inpainting",
+    "harmonic_fill",
     "inpaint",
+    "masked_errors",
     "mix",
     "mix_all",
     "mix_flow",

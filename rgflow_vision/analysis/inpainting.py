@@ -1,11 +1,17 @@
-"""Inpainting / error correction restricted to the causal cone of the corruption.
+"""Error correction through the causal cone: only the latents a local corruption reaches change.
 
 A corruption of ``k x k`` pixels reaches only the latents in its causal cone, ``O(k^2 + log N)``
-of them (see ``scripts/cone_table.py``). Those latents are re-optimised to maximise the image
-likelihood while the uncorrupted pixels stay near the observation; every other latent stays at
-``encode(corrupted)`` bit for bit, so pixels outside the decode footprint of the freed latents do
-not move. The full cone always holds top-level latents, whose footprint is the whole image; the
-footprint is local when only the finer levels are freed (``max_level``).
+of them (``scripts/cone_table.py``); every other latent is a function of the observed pixels alone.
+So the restoration keeps the observed pixels exactly, lets the hole's pixels move, and encodes
+only the blocks the hole reaches (:class:`ConeEncoder`): the cone latents, and nothing else,
+change, and the networks run on ``O(k^2 + log N)`` blocks per step. Adam maximises the model's
+log-likelihood of the whole image over the hole's logits, i.e. over the cone latents on the
+manifold where the observed pixels are exact. The corrupted pixels carry no information, so the
+search starts from a neutral guess, the harmonic fill of the hole, never from the noise (whose
+latents are far out in the prior's tail).
+
+``cone=False`` is the flat-flow comparison: every latent (equivalently every pixel) is free, and
+a quadratic penalty keeps the observed pixels near the observation.
 """
 
 from __future__ import annotations
@@ -15,23 +21,23 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..flows.geometry import causal_cone
-from ._common import AnalysisError, check_images, check_level, encode_midbin, evaluating
+from ..flows.geometry import causal_cone, from_blocks, interleave, to_blocks
+from ._common import AnalysisError, check_images, encode_midbin, evaluating
 
 
 @dataclass
 class InpaintResult:
     """Outcome of :func:`inpaint`.
 
-    ``restored``: integer images ``(B, C, L, L)``, the decoded optimum (not pasted back into the
-    observation). ``latent_mask``: the latents that were optimised, ``(B, C, L, L)`` bool;
-    ``latents_updated`` counts them over channels, sites and the batch. ``footprint``: the pixels
-    that those latents can move (their decode causal cone), ``(B, L, L)``; ``z``: the final latents.
-    ``error`` / ``error_before``: mean absolute error
-    in pixel units (integer levels) over the corrupted pixels and all channels, of the restored /
-    corrupted image against ``original`` (``None`` without it). ``loss`` / ``initial_loss``: the
-    objective averaged over the batch after / before the optimisation, ``history`` every step's.
-    ``seconds``: wall time of the whole call.
+    ``restored``: integer images ``(B, C, L, L)``, decoded from the final latents (with
+    ``cone=True`` the observed pixels come back exactly). ``latent_mask``: the latents that were
+    free, ``(B, C, L, L)`` bool; ``latents_updated`` counts them over channels, sites and the
+    batch. ``footprint``: the pixels those latents can move (their decode causal cone),
+    ``(B, L, L)``. ``z``: the final latents. ``error`` / ``error_before``: mean absolute error in
+    pixel levels over the corrupted pixels and all channels, of the restored / corrupted image
+    against ``original`` (``None`` without it). ``loss`` / ``initial_loss``: the objective
+    (``-log p(x)`` in nats, plus the penalty for ``cone=False``) averaged over the batch after /
+    before, ``history`` every step's. ``seconds``: wall time of the whole call.
     """
 
     restored: torch.Tensor
@@ -58,30 +64,146 @@ def corruption_cone(mask: torch.Tensor, block_size: int = 4) -> torch.Tensor:
     return torch.stack([causal_cone(m, block_size, direction="encode") for m in mask])
 
 
+def box_masks(image_size: int, size: int, n: int = 1, at=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(n, L, L)`` boolean masks of one ``size x size`` box each.
+
+    ``at``: the top-left corner ``(row, col)``, ``None`` or ``"centre"`` for a centred box, or
+    ``"random"`` for a uniformly drawn position per mask (from ``generator``).
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= image_size:
+        raise AnalysisError(f"a box of size {size} does not fit the {image_size}x{image_size} image: "
+                            f"choose size between 1 and {image_size}")
+    room = image_size - size
+    if at is None or at == "centre":
+        corners = torch.full((n, 2), room // 2)
+    elif at == "random":
+        corners = torch.randint(0, room + 1, (n, 2), generator=generator)
+    else:
+        try:
+            top, left = (int(v) for v in at)
+        except (TypeError, ValueError):
+            raise AnalysisError(f"at must be [row, col], 'centre' or 'random'; got {at!r}") from None
+        if not (0 <= top <= room and 0 <= left <= room):
+            raise AnalysisError(f"a {size}x{size} box at {(top, left)} leaves the {image_size}x{image_size} image: "
+                                f"keep its top-left corner within 0..{room}")
+        corners = torch.tensor([[top, left]]).expand(n, 2)
+    rows = torch.arange(image_size)
+    inside = [(rows >= c[:, None]) & (rows < c[:, None] + size) for c in corners.T]  # (n, L) each: rows, then columns
+    return inside[0][:, :, None] & inside[1][:, None, :]
+
+
+def corrupt(x: torch.Tensor, mask: torch.Tensor, levels: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``x`` with the masked pixels (``(L, L)`` or ``(B, L, L)``) replaced by uniform noise."""
+    noise = torch.randint(0, levels, x.shape, generator=generator).to(x)
+    m = mask[:, None] if mask.dim() == 3 else mask
+    return torch.where(m.to(x.device), noise, x)
+
+
+def harmonic_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The classical baseline: each masked pixel the mean of its 4 neighbours, observed pixels fixed.
+
+    Solved exactly (a discrete Laplace equation per image, the image edge reflecting), not iterated;
+    returns integer images like ``x``.
+    """
+    batch, channels, size, _ = x.shape
+    mask = _check_mask(mask, batch, size)
+    out = x.clone()
+    steps = ((1, 0), (-1, 0), (0, 1), (0, -1))
+    for b in range(batch):
+        holes = mask[b].nonzero()  # (n, 2)
+        index = torch.full((size, size), -1, dtype=torch.long)
+        index[holes[:, 0], holes[:, 1]] = torch.arange(len(holes))
+        laplacian = torch.zeros(len(holes), len(holes), dtype=torch.float64)
+        rhs = torch.zeros(len(holes), channels, dtype=torch.float64)
+        image = x[b].double().cpu()
+        for di, dj in steps:
+            i, j = holes[:, 0] + di, holes[:, 1] + dj
+            ok = (i >= 0) & (i < size) & (j >= 0) & (j < size)
+            rows = torch.arange(len(holes))[ok]
+            laplacian[rows, rows] += 1
+            neighbour = index[i[ok], j[ok]]
+            hole = neighbour >= 0
+            laplacian[rows[hole], neighbour[hole]] -= 1
+            rhs[rows[~hole]] += image[:, i[ok][~hole], j[ok][~hole]].T
+        values = torch.linalg.solve(laplacian, rhs)  # (n, C)
+        out[b][:, holes[:, 0], holes[:, 1]] = values.T.round().to(x.dtype).to(x.device)
+    return out
+
+
+class ConeEncoder:
+    """``flow.encode`` of images that differ from a reference only inside ``mask``.
+
+    One full pass over the reference records every layer's output blocks. Afterwards each layer
+    runs its block bijection only on the blocks that contain a site the hole has reached by then
+    (the causal cone, grown layer by layer) and takes every other block from the record, so the
+    latents outside the cone are the reference's bit for bit and the network cost is
+    ``O(k^2 + log N)`` blocks. ``__call__`` returns ``z`` and the log-det of the recomputed blocks;
+    ``logdet_rest`` holds the (constant) log-det of the others, per image.
+    """
+
+    def __init__(self, flow, reference: torch.Tensor, mask: torch.Tensor):
+        self.flow, self.batch = flow, reference.shape[0]
+        k = flow.block_size
+        self.layers = []  # per layer: (bijection, shift, rows to recompute, recorded output blocks)
+        logdet_rest = reference.new_zeros(self.batch, dtype=torch.promote_types(reference.dtype, torch.float32))
+        reached = mask[:, None].to(device=reference.device, dtype=torch.uint8)  # (B, 1, M, M) at this level
+        state = reference
+        with torch.no_grad():
+            for h in range(flow.num_levels):
+                for bijection, shift in ((flow.disentanglers[h], k // 2), (flow.decimators[h], 0)):
+                    b, c, m, _ = state.shape
+                    touched = to_blocks(reached, k, shift).amax(dim=1).bool()  # (B * blocks,)
+                    out, logdet = bijection(to_blocks(state, k, shift))
+                    logdet_rest += torch.where(touched, 0.0, logdet).view(b, -1).sum(1)
+                    rows = touched.nonzero().squeeze(1)
+                    self.layers.append((bijection, shift, rows, out))
+                    state = from_blocks(out, b, c, m, k, shift)
+                    reached = from_blocks(touched[:, None].to(torch.uint8).expand(-1, k * k), b, 1, m, k, shift)
+                state, reached = state[..., ::2, ::2], reached[..., ::2, ::2]
+        self.logdet_rest = logdet_rest
+        self.blocks = sum(len(rows) for _, _, rows, _ in self.layers)  # block evaluations per call
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, batch = self.flow.block_size, self.batch
+        logdet = x.new_zeros(batch, dtype=torch.promote_types(x.dtype, torch.float32))
+        levels, state, layers = [], x, iter(self.layers)
+        for _ in range(self.flow.num_levels):
+            for _ in range(2):
+                bijection, shift, rows, recorded = next(layers)
+                b, c, m, _ = state.shape
+                out, ld = bijection(to_blocks(state, k, shift).index_select(0, rows))
+                logdet = logdet.index_add(0, rows // (len(recorded) // b), ld.to(logdet.dtype))
+                state = from_blocks(recorded.index_copy(0, rows, out.to(recorded.dtype)), b, c, m, k, shift)
+            levels.append(state)
+            state = state[..., ::2, ::2]
+        z = levels[-1]
+        for fine in reversed(levels[:-1]):
+            z = interleave(fine, z)
+        return z, logdet
+
+
 def inpaint(
     model,
     x_corrupted: torch.Tensor,
     mask: torch.Tensor,
     *,
     cone: bool = True,
-    steps: int = 100,
-    lr: float = 0.05,
-    weight: float = 300.0,
-    max_level: int | None = None,
+    steps: int = 150,
+    lr: float = 0.1,
+    weight: float = 1000.0,
+    start: str = "harmonic",
     original: torch.Tensor | None = None,
 ) -> InpaintResult:
     """Restore the pixels in ``mask`` (bool ``(L, L)`` or ``(B, L, L)``, True = corrupted).
 
-    Starting from ``z0 = encode(x_corrupted)`` (mid-bin dequantisation), Adam minimises, per image,
-    ``-log p(y) + weight * sum_unmasked (y - y_obs)^2`` in the flow's logit space ``y``, where
-    ``log p(y) = log p_z(z) - log|det dy/dz|`` and ``y = decode(z)``. With ``cone=True`` only
-    the latents in :func:`corruption_cone` of the mask are free; ``cone=False`` frees all of them.
-    ``max_level`` frees only latents of level ``<= max_level``: the cone always holds top-level
-    latents, whose decode cone is the whole image, so only then is the footprint local.
-    One pixel level is 0.015 to 0.06 in logits; with the default ``weight`` the observed pixels
-    stayed within their bins in our runs, lower it to let them move for a likelier image.
+    ``steps`` Adam steps (learning rate ``lr``, in logits) maximise ``log p(x)`` of the whole
+    image. ``cone=True``: over the hole's pixels, the observed ones exact, so exactly the latents
+    in :func:`corruption_cone` change (through :class:`ConeEncoder`). ``cone=False``: over all
+    pixels, i.e. all latents, with ``weight * sum_observed (y - y_obs)^2`` added (one pixel level
+    is 0.015 to 0.075 in logits). ``start``: the hole's initial content, ``"harmonic"`` (the
+    classical fill, default) or ``"corrupted"`` (the noise itself, for comparison).
     """
-    start = time.perf_counter()
+    begin = time.perf_counter()
     check_images(model, x_corrupted, "x_corrupted")
     batch, channels, size, _ = x_corrupted.shape
     mask = _check_mask(mask, batch, size)
@@ -93,40 +215,46 @@ def inpaint(
             )
     if steps < 0:
         raise AnalysisError(f"steps must be a non-negative number of Adam steps; got {steps}")
+    if start not in ("harmonic", "corrupted"):
+        raise AnalysisError(f"start must be 'harmonic' or 'corrupted'; got {start!r}")
     flow, prior = model.flow, model.prior
-    with evaluating(model):
-        with torch.no_grad():
-            y_obs, z0 = encode_midbin(model, x_corrupted)
+    with evaluating(model), torch.no_grad():
+        y_obs, z0 = encode_midbin(model, x_corrupted)
+        y_start = y_obs if start == "corrupted" else encode_midbin(model, harmonic_fill(x_corrupted, mask))[0]
+        hole = mask[:, None].expand(-1, channels, -1, -1).to(y_obs.device)
         sites = corruption_cone(mask, flow.block_size) if cone else torch.ones_like(mask)
-        if max_level is not None:
-            top = flow.num_levels - 1
-            max_level = check_level(max_level, top, "max_level", "the coarsest level whose latents are freed")
-            sites = sites & (flow.level_map().cpu() <= max_level)
         latent_mask = sites[:, None].expand(-1, channels, -1, -1).to(z0.device)
         footprint = torch.stack([causal_cone(s, flow.block_size, direction="decode") for s in sites])
-        keep = (~mask)[:, None].to(device=z0.device, dtype=z0.dtype)  # the observed pixels
-        free = z0[latent_mask].clone().requires_grad_(True)
+        if cone:
+            encoder = ConeEncoder(flow, y_obs, mask)
+            free = y_start[hole].clone()
+
+            def objective():  # -log p(x) of each image: only the recomputed blocks depend on `free`
+                z, logdet = encoder(y_obs.masked_scatter(hole, free))
+                return -(prior.log_prob(z) + logdet + encoder.logdet_rest), z
+        else:
+            free = y_start.clone()
+            keep = (~hole).to(y_obs.dtype)
+
+            def objective():
+                z, logdet = flow.encode(free)
+                penalty = weight * ((free - y_obs) * keep).square().flatten(1).sum(1)
+                return penalty - prior.log_prob(z) - logdet, z
+
+        free.requires_grad_(True)
         optimizer = torch.optim.Adam([free], lr=lr)
-
-        def objective():
-            # z is z0 outside the cone by construction: only `free` is ever written to.
-            z = z0.masked_scatter(latent_mask, free)
-            y, logdet = flow.decode(z)
-            nll = logdet - prior.log_prob(z)
-            penalty = weight * ((y - y_obs) * keep).square().flatten(1).sum(1)
-            return (nll + penalty).mean(), z, y
-
         history = []
         with torch.enable_grad():
             for _ in range(steps):
-                loss, _, _ = objective()
-                history.append(loss.item())
+                loss, _ = objective()
+                history.append(loss.mean().item())
                 optimizer.zero_grad()
-                (free.grad,) = torch.autograd.grad(loss, free)
+                (free.grad,) = torch.autograd.grad(loss.sum(), free)
                 optimizer.step()
-        with torch.no_grad():
-            loss, z, y = objective()
-        history.append(loss.item())
+        loss, z = objective()
+        history.append(loss.mean().item())
+        z = torch.where(latent_mask, z, z0)  # (already so for the cone: recorded blocks, bit for bit)
+        y, _ = flow.decode(z)
         restored = model.pixels.inverse(y)
     return InpaintResult(
         restored=restored,
@@ -137,7 +265,7 @@ def inpaint(
         error_before=_masked_error(x_corrupted, original, mask),
         loss=history[-1],
         initial_loss=history[0],
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - begin,
         z=z.detach(),
         history=history,
     )
@@ -161,6 +289,75 @@ def _check_mask(mask, batch, size) -> torch.Tensor:
 def _masked_error(x, original, mask):
     if original is None:
         return None
+    return float(masked_errors(x, original, mask).mean())
+
+
+def masked_errors(x: torch.Tensor, original: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per image: mean ``|x - original|`` in pixel levels over the masked pixels and all channels."""
     diff = (x.long() - original.long()).abs().double()
-    m = mask[:, None].to(diff.device).expand_as(diff)
-    return float(diff[m].mean())
+    m = mask.to(diff.device)
+    m = (m[:, None] if m.dim() == 3 else m).expand_as(diff)
+    return (diff * m).flatten(1).sum(1) / m.flatten(1).sum(1)
+
+
+@dataclass
+class InpaintEvaluation:
+    """Restoration of ``n`` corrupted images by the classical fill, the cone and all latents.
+
+    ``images``: integer batches ``original``, ``corrupted``, ``harmonic``, ``cone``, ``all``;
+    ``masks``: ``(n, L, L)``; ``errors``: per-image masked error of each method (pixel levels);
+    ``metrics``: the summary a reviewer reads (means over all images and channels, latents and
+    seconds per image), JSON-ready.
+    """
+
+    images: dict[str, torch.Tensor]
+    masks: torch.Tensor
+    errors: dict[str, torch.Tensor]
+    metrics: dict
+
+
+def evaluate_inpainting(
+    model,
+    original: torch.Tensor,
+    size: int,
+    at="random",
+    seed: int = 1,
+    batch_size: int = 50,
+    compare_all: bool = True,
+    **options,
+) -> InpaintEvaluation:
+    """Corrupt each image with one ``size x size`` box of uniform noise (at ``at``: a corner,
+    ``"centre"`` or ``"random"``; positions and noise drawn from ``seed``), then restore it by the
+    harmonic fill, through the cone, and through all latents (``options`` go to :func:`inpaint`),
+    ``batch_size`` images at a time. ``compare_all=False`` skips the all-latents restoration."""
+    check_images(model, original, "original")
+    n, _, image_size, _ = original.shape
+    generator = torch.Generator().manual_seed(seed)
+    masks = box_masks(image_size, size, n, at, generator)
+    corrupted = corrupt(original.cpu(), masks, model.pixels.levels, generator).to(original.device)
+    images = {"original": original, "corrupted": corrupted, "harmonic": harmonic_fill(corrupted, masks)}
+    latents, seconds = {}, {}
+    methods = {"cone": True, "all": False} if compare_all else {"cone": True}
+    for name, cone in methods.items():
+        parts, latents[name], seconds[name] = [], 0, 0.0
+        for chunk in range(0, n, batch_size):
+            part = slice(chunk, chunk + batch_size)
+            result = inpaint(model, corrupted[part], masks[part], cone=cone, **options)
+            parts.append(result.restored)
+            latents[name] += result.latents_updated
+            seconds[name] += result.seconds
+        images[name] = torch.cat(parts)
+    errors = {name: masked_errors(images[name], original, masks) for name in ("corrupted", "harmonic", *methods)}
+    metrics = {"n": n, "size": size, "at": at if isinstance(at, str) or at is None else list(at), "seed": seed,
+               **{name: float(e.mean()) for name, e in errors.items()}}
+    for name in methods:
+        metrics |= {f"{name}_latents": latents[name] / n, f"seconds_{name}": seconds[name] / n,
+                    f"observed_changed_{name}": _observed_changed(images[name], corrupted, masks)}
+    metrics["cone_beats_harmonic"] = float((errors["cone"] < errors["harmonic"]).double().mean())
+    return InpaintEvaluation(images, masks, errors, metrics)
+
+
+def _observed_changed(restored, corrupted, masks) -> float:
+    """Mean |change| of the observed pixels, in pixel levels (0 when they are kept exactly)."""
+    keep = (~masks)[:, None].to(restored.device).expand_as(restored)
+    return float((restored.long() - corrupted.long()).abs().double()[keep].mean())

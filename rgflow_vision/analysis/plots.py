@@ -57,22 +57,13 @@ def mixing_grid(x_a: torch.Tensor, x_b: torch.Tensor, mixes: torch.Tensor, bits:
     return _image_table(rows, bits, by="row")
 
 
-def inpainting_panel(
-    corrupted: torch.Tensor,
-    restored_cone: torch.Tensor,
-    restored_all: torch.Tensor,
-    original: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-    bits: int = 8,
-) -> Image.Image:
-    """Columns: corrupted | restored (cone latents) | restored (all latents) | original, and the
-    mask (``(L, L)`` or ``(B, L, L)``) if given; one row per image."""
-    columns = [("corrupted", corrupted), ("cone", restored_cone), ("all latents", restored_all)]
-    if original is not None:
-        columns.append(("original", original))
+def inpainting_panel(columns, mask: torch.Tensor | None = None, bits: int = 8) -> Image.Image:
+    """One row per image, one labelled column per ``(name, images)`` pair (e.g. corrupted |
+    harmonic | cone | original), and the mask (``(L, L)`` or ``(B, L, L)``) last if given."""
+    columns = list(columns)
     if mask is not None:
-        top = 2**bits - 1
-        m = mask.bool().cpu().expand(corrupted.shape[0], *mask.shape[-2:])[:, None]
+        batch, top = columns[0][1].shape[0], 2**bits - 1
+        m = mask.bool().cpu().expand(batch, *mask.shape[-2:])[:, None]
         columns.append(("mask", m.long() * top))
     return _image_table(columns, bits, by="column")
 

@@ -9,7 +9,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from .hierarchy import box_mask, compare_inpainting, mixing_picture, receptive_field_picture
+from .. import analysis
+from .hierarchy import inpainting_picture, mixing_picture, receptive_field_picture
 from .images import image_grid, save_and_log
 
 
@@ -49,7 +50,8 @@ class SampleGrid(Callback):
 
 class HierarchyPictures(Callback):
     """Every ``every_n_epochs`` validation epochs: receptive fields per level, a mixing grid of two
-    validation images at every cut, and an inpainting demo (causal cone against all latents).
+    validation images at every cut, and an inpainting demo (a centred noise box in
+    ``inpaint_images`` validation images: corrupted | harmonic fill | cone restoration | original).
 
     Drawn on rank zero with the weights being validated (the EMA weights when EMA is on), saved
     as ``<run>/hierarchy/epoch{E}_{name}.png`` and logged as ``hierarchy/{name}``. Kept cheap:
@@ -57,15 +59,15 @@ class HierarchyPictures(Callback):
     """
 
     def __init__(self, every_n_epochs: int = 4, rf_samples: int = 1, rf_max_sites: int = 4,
-                 inpaint_steps: int = 30, box: int | None = None):
+                 inpaint_steps: int = 100, inpaint_images: int = 8, box: int | None = None):
         self.every_n_epochs, self.rf_samples, self.rf_max_sites = every_n_epochs, rf_samples, rf_max_sites
-        self.inpaint_steps, self.box = inpaint_steps, box
+        self.inpaint_steps, self.inpaint_images, self.box = inpaint_steps, inpaint_images, box
         self.last_paths: list[Path] = []
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs or not trainer.is_global_zero:
             return
-        images = next(iter(trainer.val_dataloaders))[:2]
+        images = next(iter(trainer.val_dataloaders))[: max(2, self.inpaint_images)]
         # Validation runs in inference mode; inpainting needs gradients with respect to latents.
         with torch.inference_mode(False), torch.enable_grad():
             pictures = self.draw(pl_module.model, images.clone().to(pl_module.device))
@@ -78,8 +80,9 @@ class HierarchyPictures(Callback):
         size = model.flow.image_size
         _, fields = receptive_field_picture(model, self.rf_samples, self.rf_max_sites)
         pictures = {"receptive_fields": fields}
-        if len(images) == 2:
-            pictures["mixing"] = mixing_picture(model, images[:1], images[1:])
-        mask = box_mask(size, self.box or max(1, size // 4))
-        pictures["inpainting"] = compare_inpainting(model, images[:1], mask, steps=self.inpaint_steps).picture
+        if len(images) >= 2:
+            pictures["mixing"] = mixing_picture(model, images[:1], images[1:2])
+        evaluation = analysis.evaluate_inpainting(model, images[: self.inpaint_images], self.box or max(1, size // 4),
+                                                  at="centre", steps=self.inpaint_steps, compare_all=False)
+        pictures["inpainting"] = inpainting_picture(evaluation, columns=("corrupted", "harmonic", "cone", "original"))
         return pictures

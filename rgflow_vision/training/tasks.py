@@ -3,6 +3,7 @@ hierarchy apps (mix, receptive fields, inpaint)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -16,7 +17,7 @@ from ..errors import UserError
 from .callbacks import HierarchyPictures, SampleGrid
 from .config import to_dict
 from .checkpoint import load_module, read_checkpoint, resolve_checkpoint
-from .hierarchy import box_mask, compare_inpainting, mixing_picture, receptive_field_picture
+from .hierarchy import inpainting_picture, inpainting_table, mixing_picture, receptive_field_picture
 from .images import image_grid, save_and_log
 from .module import FlowLitModule
 
@@ -218,16 +219,44 @@ def receptive_fields(cfg: DictConfig) -> Path:
     return out
 
 
-def inpaint(cfg: DictConfig) -> Path:
-    """Corrupt a box, restore it through the latents of its causal cone and through all latents."""
+def inpaint(cfg: DictConfig) -> dict:
+    """Corrupt boxes of test images with noise and restore them: harmonic fill, cone, all latents.
+
+    With ``n``: the first ``n`` test-split images, one box each, a table and
+    ``inpaint_metrics.json``; without: the one ``image`` (index or file). Both draw a picture.
+    """
     module, path = load_module(cfg.ckpt)
+    model = module.model
     if cfg.mask != "box":
-        raise UserError(f"mask={cfg.mask} is not a known corruption: use mask=box (with size=... and at=[row,col])")
-    original = _source_images(module, cfg, [cfg.image])
-    mask = box_mask(module.model.flow.image_size, cfg.size, tuple(cfg.at) if cfg.get("at") else None)
-    comparison = compare_inpainting(module.model, original, mask, steps=cfg.steps, lr=cfg.lr, seed=cfg.seed)
+        raise UserError(f"mask={cfg.mask} is not a known corruption: use mask=box (with size=... and at=...)")
+    if cfg.get("n") is not None:
+        if isinstance(cfg.n, bool) or not isinstance(cfg.n, int) or cfg.n < 1:
+            raise UserError(f"n={cfg.n} is not a number of test images: pass n=200 or another positive number")
+        original = _test_images(module, cfg, cfg.n)
+        at = cfg.at if cfg.at is not None else "random"
+    else:
+        original = _source_images(module, cfg, [cfg.image])
+        at = cfg.at if cfg.at is not None else "centre"
+    at = at if isinstance(at, str) else list(at)
+    if isinstance(at, str) and at not in ("random", "centre"):
+        raise UserError(f"at={at} is not a position: pass at=random, at=centre or at=[row,col]")
+    evaluation = analysis.evaluate_inpainting(model, original, cfg.size, at, cfg.seed, batch_size=cfg.batch_size,
+                                              steps=cfg.steps, lr=cfg.lr)
     out = Path(cfg.out) if cfg.get("out") else Path(cfg.paths.output_dir) / "inpaint.png"
-    save_and_log(None, comparison.picture, out, "inpaint")
-    print(comparison.summary())
-    print(f"wrote {out.resolve()}")
-    return out
+    save_and_log(None, inpainting_picture(evaluation), out, "inpaint")
+    metrics = {**evaluation.metrics, "checkpoint": str(path), "steps": cfg.steps, "lr": cfg.lr}
+    report = out.with_name("inpaint_metrics.json")
+    report.write_text(json.dumps(metrics, indent=2) + "\n")
+    print(inpainting_table(metrics))
+    print(f"wrote {out.resolve()}\nwrote {report.resolve()}")
+    return metrics
+
+
+def _test_images(module: FlowLitModule, cfg: DictConfig, n: int) -> torch.Tensor:
+    """The first ``n`` images of the checkpoint's test split."""
+    datamodule = _datamodule_for(module, cfg)
+    datamodule.setup("test")
+    if n > len(datamodule.test_set):
+        raise UserError(f"n={n} is more than the {len(datamodule.test_set)} images of the test split: "
+                        f"pass n={len(datamodule.test_set)} or fewer")
+    return torch.stack([datamodule.test_set[i] for i in range(n)]).to(module.device)
