@@ -1,10 +1,11 @@
 """Using the hierarchy: receptive fields, multi-scale mixing, mixed temperatures, inpainting.
 
-Uses the flow, the priors and the model; no Lightning. Figures live in :mod:`.plots` (matplotlib,
-torchvision), imported only on demand.
+Uses the flow, the priors and the model; no Lightning, no matplotlib: the figures of these tools
+are drawn by :mod:`rgflow_vision.plots`.
 """
 
 from ._common import AnalysisError
+from .corruption import box_mask, corrupt
 from .inpainting import InpaintResult, corruption_cone, inpaint
 from .mixing import mix, mix_all, mix_flow, mix_latents, mixed_temperature_latents, sample_mixed_temperature
 from .receptive_fields import ReceptiveFields, periodic_distance, radius_of_mass, receptive_fields
@@ -13,6 +14,8 @@ __all__ = [
     "AnalysisError",
     "InpaintResult",
     "ReceptiveFields",
+    "box_mask",
+    "corrupt",
     "corruption_cone",
     "inpaint",
     "mix",

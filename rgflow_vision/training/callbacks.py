@@ -1,4 +1,5 @@
-"""Lightning callbacks that draw what the model has learned while it trains."""
+"""Lightning callbacks that draw what the model has learned while it trains, and the one helper
+that writes a picture and sends it to the loggers."""
 
 from __future__ import annotations
 
@@ -6,11 +7,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from PIL import Image
 
-from .hierarchy import box_mask, compare_inpainting, mixing_picture, receptive_field_picture
-from .images import image_grid, save_and_log
+from .. import plots
+from ..analysis import box_mask
+
+
+def save_and_log(trainer: L.Trainer | None, image: Image.Image, path: str | Path, key: str) -> Path:
+    """Write ``image`` as PNG (atomically) and send it to every image-capable logger of ``trainer``."""
+    path = plots.save(image, path)
+    for logger in trainer.loggers if trainer is not None else []:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[image], step=trainer.global_step)
+        elif isinstance(logger, TensorBoardLogger):
+            array = np.asarray(image.convert("RGB"))
+            logger.experiment.add_image(key, array, trainer.global_step, dataformats="HWC")
+        # CSVLogger has no images: the PNG in the run folder is the record.
+    return path
 
 
 class SampleGrid(Callback):
@@ -43,7 +60,7 @@ class SampleGrid(Callback):
             pixels = pl_module.all_gather(mine).reshape(-1, *mine.shape[1:])[: self.n] if world > 1 else mine
             if trainer.is_global_zero:
                 path = Path(trainer.default_root_dir) / "samples" / f"{tag}_T{t:g}.png"
-                paths.append(save_and_log(trainer, image_grid(pixels, model.pixels.bits), path, f"samples/T{t:g}"))
+                paths.append(save_and_log(trainer, plots.image_grid(pixels, model.pixels.bits), path, f"samples/T{t:g}"))
         return paths
 
 
@@ -76,10 +93,10 @@ class HierarchyPictures(Callback):
 
     def draw(self, model, images: torch.Tensor) -> dict:
         size = model.flow.image_size
-        _, fields = receptive_field_picture(model, self.rf_samples, self.rf_max_sites)
+        _, fields = plots.receptive_field_picture(model, self.rf_samples, self.rf_max_sites)
         pictures = {"receptive_fields": fields}
         if len(images) == 2:
-            pictures["mixing"] = mixing_picture(model, images[:1], images[1:])
+            pictures["mixing"] = plots.mixing_picture(model, images[:1], images[1:])
         mask = box_mask(size, self.box or max(1, size // 4))
-        pictures["inpainting"] = compare_inpainting(model, images[:1], mask, steps=self.inpaint_steps).picture
+        pictures["inpainting"] = plots.compare_inpainting(model, images[:1], mask, steps=self.inpaint_steps).picture
         return pictures

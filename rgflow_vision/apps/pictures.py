@@ -1,0 +1,106 @@
+"""sample.py, mix.py, receptive_fields.py and inpaint.py: load a checkpoint, run the analysis, write a picture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms import v2
+
+from .. import analysis, plots
+from ..analysis import box_mask
+from ..errors import UserError
+from ..training import FlowLitModule
+from .common import datamodule_for, load_checkpoint, save_picture
+
+
+def sample(cfg: DictConfig) -> Path:
+    """A grid of ``n`` samples at ``temperature`` from a checkpoint; with ``split_level`` the levels
+    below it are drawn at ``temperature`` and the coarser ones at ``coarse_temperature``."""
+    if cfg.n < 1:
+        raise UserError(f"n={cfg.n} images is not a grid: pass n=64 or another positive number")
+    if not cfg.temperature >= 0:
+        raise UserError(f"temperature={cfg.temperature} scales the prior's noise and cannot be negative: "
+                        "pass temperature=1 for the model, lower for smoother samples, 0 for the prior's mode")
+    module, path = load_checkpoint(cfg)
+    model = module.model
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if cfg.get("split_level") is None:
+        pixels, what = model.sample(cfg.n, cfg.temperature, generator), f"temperature {cfg.temperature:g}"
+        name = f"samples_T{cfg.temperature:g}.png"
+    else:
+        pixels = analysis.sample_mixed_temperature(
+            model, cfg.n, cfg.temperature, cfg.coarse_temperature, cfg.split_level, generator
+        )
+        what = (f"temperature {cfg.temperature:g} below level {cfg.split_level}, "
+                f"{cfg.coarse_temperature:g} from it up")
+        name = f"samples_T{cfg.temperature:g}_split{cfg.split_level}_T{cfg.coarse_temperature:g}.png"
+    print(f"{cfg.n} samples at {what} from {path}")
+    return save_picture(cfg, plots.image_grid(pixels, model.pixels.bits), name)
+
+
+def source_images(module: FlowLitModule, cfg: DictConfig, specs) -> torch.Tensor:
+    """Integer images ``(N, C, L, L)`` from test-split indices or image files, in the model's format."""
+    model = module.model
+    channels, size = model.flow.channels, model.flow.image_size
+    test_set = None
+    images = []
+    for spec in specs:
+        if isinstance(spec, int) or str(spec).lstrip("-").isdigit():
+            if test_set is None:
+                datamodule = datamodule_for(module, cfg)
+                datamodule.setup("test")
+                test_set = datamodule.test_set
+            index = int(spec)
+            if not 0 <= index < len(test_set):
+                raise UserError(f"image index {index} is outside the test split, which holds images "
+                                f"0..{len(test_set) - 1}: pass an index in that range or an image file")
+            images.append(test_set[index])
+        else:
+            images.append(_image_file(Path(str(spec)), channels, size))
+    return torch.stack(images).to(module.device)
+
+
+def _image_file(path: Path, channels: int, size: int) -> torch.Tensor:
+    try:
+        image = Image.open(path).convert("L" if channels == 1 else "RGB")
+    except (FileNotFoundError, UnidentifiedImageError, OSError):
+        raise UserError(f"{path} is not a readable image file: pass a PNG/JPEG path or a test-split index") from None
+    shape = v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+    return shape(image)
+
+
+def mix(cfg: DictConfig) -> Path:
+    """Coarse levels of image A with fine levels of image B: sources and mix, or every cut (``hc=all``)."""
+    module, _ = load_checkpoint(cfg)
+    model = module.model
+    hc = cfg.hc if str(cfg.hc) == "all" else int(cfg.hc)
+    x_a, x_b = source_images(module, cfg, [cfg.a]), source_images(module, cfg, [cfg.b])
+    picture = plots.mixing_picture(model, x_a, x_b, hc)
+    cuts = f"every cut hc = 0..{model.flow.num_levels}" if hc == "all" else f"hc = {hc} of 0..{model.flow.num_levels}"
+    print(f"levels >= hc from A ({cfg.a}), below hc from B ({cfg.b}); {cuts}")
+    return save_picture(cfg, picture, f"mix_hc{hc}.png")
+
+
+def receptive_fields(cfg: DictConfig) -> Path:
+    """One receptive-field map per level, with the radius that holds 90% of its mass."""
+    module, _ = load_checkpoint(cfg)
+    fields, picture = plots.receptive_field_picture(module.model, cfg.num_samples, cfg.max_sites, cfg.seed)
+    print(f"{'level':>5}{'radius (mean)':>15}{'radius (centre)':>17}{'sites':>7}")
+    for h in range(fields.levels):
+        print(f"{h:>5}{fields.radius[h]:>15.2f}{fields.radius_centre[h]:>17.2f}{fields.num_sites[h]:>7}")
+    return save_picture(cfg, picture, "receptive_fields.png")
+
+
+def inpaint(cfg: DictConfig) -> Path:
+    """Corrupt a box, restore it through the latents of its causal cone and through all latents."""
+    module, _ = load_checkpoint(cfg)
+    if cfg.mask != "box":
+        raise UserError(f"mask={cfg.mask} is not a known corruption: use mask=box (with size=... and at=[row,col])")
+    original = source_images(module, cfg, [cfg.image])
+    mask = box_mask(module.model.flow.image_size, cfg.size, tuple(cfg.at) if cfg.get("at") else None)
+    comparison = plots.compare_inpainting(module.model, original, mask, steps=cfg.steps, lr=cfg.lr, seed=cfg.seed)
+    print(comparison.summary())
+    return save_picture(cfg, comparison.picture, "inpaint.png")
