@@ -56,7 +56,7 @@ def train(cfg: DictConfig) -> dict:
         if ckpt_path.parent.name == "checkpoints":  # continue in the run folder that wrote it
             with open_dict(cfg):
                 cfg.paths.output_dir = str(ckpt_path.parent.parent.resolve())
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     with config_errors("dataset"):
         datamodule = instantiate(cfg.dataset)
     module = build_module(cfg, datamodule)
