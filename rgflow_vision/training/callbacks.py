@@ -38,7 +38,8 @@ class SampleGrid(Callback):
     ``<run>/samples/epoch{E}_T{t}.png`` and logs it as ``samples/T{t}``.
     """
 
-    def __init__(self, n: int = 64, temperatures: Sequence[float] = (1.0, 0.7), every_n_epochs: int = 1, seed: int = 0):
+    # No defaults here: conf/callbacks/default.yaml holds them.
+    def __init__(self, n: int, temperatures: Sequence[float], every_n_epochs: int, seed: int):
         self.n, self.temperatures, self.every_n_epochs, self.seed = n, tuple(temperatures), every_n_epochs, seed
         self.last_paths: list[Path] = []
 
@@ -73,8 +74,7 @@ class HierarchyPictures(Callback):
     one prior sample and a few sites per level for the receptive fields, few inpainting steps.
     """
 
-    def __init__(self, every_n_epochs: int = 4, rf_samples: int = 1, rf_max_sites: int = 4,
-                 inpaint_steps: int = 30, box: int | None = None):
+    def __init__(self, every_n_epochs: int, rf_samples: int, rf_max_sites: int, inpaint_steps: int, box: int | None):
         self.every_n_epochs, self.rf_samples, self.rf_max_sites = every_n_epochs, rf_samples, rf_max_sites
         self.inpaint_steps, self.box = inpaint_steps, box
         self.last_paths: list[Path] = []
