@@ -10,7 +10,7 @@ import sys
 
 def tcmalloc_path() -> str | None:
     """The installed ``libtcmalloc_minimal.so.4`` (Debian: ``apt-get install libtcmalloc-minimal4``), or None."""
-    found = sorted(glob.glob("/usr/lib/*/libtcmalloc_minimal.so.4")) + sorted(glob.glob("/usr/lib/libtcmalloc_minimal.so.4"))
+    found = [*sorted(glob.glob("/usr/lib/*/libtcmalloc_minimal.so.4")), *glob.glob("/usr/lib/libtcmalloc_minimal.so.4")]
     return found[0] if found else None
 
 
