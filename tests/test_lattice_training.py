@@ -8,16 +8,16 @@ import lightning as L
 import pytest
 import torch
 
+from rgflow_vision.apps import train as train_app
 from rgflow_vision.data import FlowDrawsDataModule
 from rgflow_vision.errors import UserError
 from rgflow_vision.lattice import FreeComplexField, log_weights
 from rgflow_vision.lattice.reference import lookup
-from rgflow_vision.apps import train as train_app
 from rgflow_vision.training import lattice_tasks
 from rgflow_vision.training.checkpoint import load_module
 from rgflow_vision.training.lattice_module import LatticeFlowModule, build_lattice_module, evaluation_metrics
 
-from .apps import compose_cfg, run_app
+from .apps import OPTIM, compose_cfg, run_app
 
 TINY_ARCH = {"hidden": 8, "num_res_blocks": 1, "mlp_depth": 1, "couplings": [1, 1]}
 FREE = {"name": "free_complex", "t": 1.0, "mu": 4.5}
@@ -69,7 +69,7 @@ def test_evaluation_of_exact_samples_reaches_the_exact_log_z_with_full_ess():
 
 
 def test_a_few_training_steps_lower_the_loss(tmp_path):
-    module = free_module(eval_samples=512, optim={"lr": 1e-2, "warmup_steps": 0, "cosine": False})
+    module = free_module(eval_samples=512, optim={**OPTIM, "lr": 1e-2, "warmup_steps": 0, "cosine": False})
 
     def loss() -> float:
         torch.manual_seed(5)
@@ -203,8 +203,7 @@ def test_short_free_field_training_gets_close_to_the_exact_log_z():
     module = LatticeFlowModule(action=FREE, size=8, batch_size=128, eval_samples=8192,
                                architecture={"block_size": 8, "hidden": 32, "num_res_blocks": 1, "mlp_depth": 2,
                                              "couplings": [2]},  # experiment=lattice_free's flow
-                               optim={"lr": 1e-2, "warmup_steps": 50, "cosine": True, "min_lr_ratio": 0.05,
-                                      "weight_decay": 0.0, "betas": [0.9, 0.999]})
+                               optim={**OPTIM, "lr": 1e-2, "warmup_steps": 50, "cosine": True, "min_lr_ratio": 0.05})
     trainer = L.Trainer(max_steps=600, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu", limit_val_batches=0)
     trainer.fit(module, datamodule=FlowDrawsDataModule(steps_per_epoch=600))
