@@ -33,9 +33,10 @@ def test_a_bad_training_config_is_one_sentence(tmp_path, override, message):
     assert message in line and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_a_negative_temperature_is_refused(tmp_path):
-    result = run_app("sample", "temperature=-1", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert "temperature=-1" in error_line(result) and not (tmp_path / "run" / "samples_T-1.png").exists()
+@pytest.mark.parametrize("override", ["temperature=-1", "n=abc"])
+def test_a_negative_temperature_or_a_word_for_a_number_is_refused(tmp_path, override):
+    result = run_app("sample", override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert override in error_line(result) and not list((tmp_path / "run").glob("*.png"))
 
 
 def test_a_folder_smaller_than_one_batch_says_to_lower_the_batch_size(tmp_path):

@@ -123,6 +123,16 @@ def config_errors(group: str) -> Iterator[None]:
         raise UserError(f"the {group} config is invalid: {message}") from None
 
 
+def number(cfg: DictConfig, key: str, minimum: float, advice: str, integer: bool = False) -> float:
+    """``cfg[key]`` if it is a number (an integer with ``integer``) of at least ``minimum``, else a UserError."""
+    value = cfg.get(key)
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value >= minimum:  # NaN fails too
+        kind = "an integer" if integer else "a number"
+        raise UserError(f"{key}={value} is not {kind} of at least {minimum:g}: {advice}")
+    return value
+
+
 # -- checkpoints, data and pictures -------------------------------------------------------------
 
 

@@ -13,17 +13,15 @@ from .. import analysis, plots
 from ..analysis import box_mask
 from ..errors import UserError
 from ..training import FlowLitModule
-from .common import datamodule_for, load_checkpoint, save_picture
+from .common import datamodule_for, load_checkpoint, number, save_picture
 
 
 def sample(cfg: DictConfig) -> Path:
     """A grid of ``n`` samples at ``temperature`` from a checkpoint; with ``split_level`` the levels
     below it are drawn at ``temperature`` and the coarser ones at ``coarse_temperature``."""
-    if cfg.n < 1:
-        raise UserError(f"n={cfg.n} images is not a grid: pass n=64 or another positive number")
-    if not cfg.temperature >= 0:
-        raise UserError(f"temperature={cfg.temperature} scales the prior's noise and cannot be negative: "
-                        "pass temperature=1 for the model, lower for smoother samples, 0 for the prior's mode")
+    number(cfg, "n", 1, "pass n=64 or another positive number of images", integer=True)
+    for key in ("temperature", "coarse_temperature"):  # they scale the prior's noise
+        number(cfg, key, 0, f"pass {key}=1 for the model, lower for smoother samples, 0 for the prior's mode")
     module, path = load_checkpoint(cfg)
     model = module.model
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -74,9 +72,9 @@ def _image_file(path: Path, channels: int, size: int) -> torch.Tensor:
 
 def mix(cfg: DictConfig) -> Path:
     """Coarse levels of image A with fine levels of image B: sources and mix, or every cut (``hc=all``)."""
+    hc = "all" if cfg.hc == "all" else number(cfg, "hc", 0, "pass hc=all or a level cut such as hc=1", integer=True)
     module, _ = load_checkpoint(cfg)
     model = module.model
-    hc = cfg.hc if str(cfg.hc) == "all" else int(cfg.hc)
     x_a, x_b = source_images(module, cfg, [cfg.a]), source_images(module, cfg, [cfg.b])
     picture = plots.mixing_picture(model, x_a, x_b, hc)
     cuts = f"every cut hc = 0..{model.flow.num_levels}" if hc == "all" else f"hc = {hc} of 0..{model.flow.num_levels}"
@@ -86,6 +84,7 @@ def mix(cfg: DictConfig) -> Path:
 
 def receptive_fields(cfg: DictConfig) -> Path:
     """One receptive-field map per level, with the radius that holds 90% of its mass."""
+    number(cfg, "num_samples", 1, "pass num_samples=4 or another number of prior samples", integer=True)
     module, _ = load_checkpoint(cfg)
     fields, picture = plots.receptive_field_picture(module.model, cfg.num_samples, cfg.max_sites, cfg.seed)
     print(f"{'level':>5}{'radius (mean)':>15}{'radius (centre)':>17}{'sites':>7}")
@@ -96,6 +95,8 @@ def receptive_fields(cfg: DictConfig) -> Path:
 
 def inpaint(cfg: DictConfig) -> Path:
     """Corrupt a box, restore it through the latents of its causal cone and through all latents."""
+    number(cfg, "size", 1, "pass the side of the box in pixels, e.g. size=8", integer=True)
+    number(cfg, "steps", 0, "pass a number of optimisation steps, e.g. steps=100", integer=True)
     module, _ = load_checkpoint(cfg)
     if cfg.mask != "box":
         raise UserError(f"mask={cfg.mask} is not a known corruption: use mask=box (with size=... and at=[row,col])")
