@@ -2,14 +2,15 @@
 
 import hydra
 
-from rgflow_vision.training import config, lattice_tasks
+from rgflow_vision.apps import common
+from rgflow_vision.training import lattice_tasks
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="lattice")
-@config.entry_point
+@common.entry_point
 def main(cfg):
     return lattice_tasks.lattice(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    common.launch(main)

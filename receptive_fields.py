@@ -2,14 +2,14 @@
 
 import hydra
 
-from rgflow_vision.training import config, tasks
+from rgflow_vision.apps import common, pictures
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="receptive_fields")
-@config.entry_point
+@common.entry_point
 def main(cfg):
-    return tasks.receptive_fields(cfg)
+    return pictures.receptive_fields(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    common.launch(main)

@@ -2,14 +2,14 @@
 
 import hydra
 
-from rgflow_vision.training import config, tasks
+from rgflow_vision.apps import common, pictures
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
-@config.entry_point
+@common.entry_point
 def main(cfg):
-    return tasks.sample(cfg)
+    return pictures.sample(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    common.launch(main)

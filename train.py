@@ -2,15 +2,14 @@
 
 import hydra
 
-from rgflow_vision.training import config, tasks
+from rgflow_vision.apps import common, train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-@config.entry_point
+@common.entry_point
 def main(cfg):
-    return tasks.train(cfg)
+    return train.train(cfg)
 
 
 if __name__ == "__main__":
-    config.use_tcmalloc()  # before torch allocates: glibc malloc fragments (see config.py)
-    main()
+    common.launch(main, allocator=True)

@@ -12,16 +12,14 @@ own. A training step is forward, backward, gradient clipping and an AdamW update
 autograd), ``reversible`` (activations rebuilt from outputs in backward), ``bf16`` (autocast;
 combine with either). With bf16 the bits/dim of a fixed batch is compared with float32.
 
-glibc's malloc fragments badly under this allocation pattern (measured: reversible training
-at batch 64 peaks at 5.7 GiB with it, 2.7 GiB with tcmalloc, which is also ~10% faster).
-The runs preload tcmalloc when it is installed (Debian: ``apt-get install
+glibc's malloc fragments badly under this allocation pattern (the README's "Speed and memory"
+has the numbers). The runs preload tcmalloc when it is installed (Debian: ``apt-get install
 libtcmalloc-minimal4``); ``--allocator system`` turns that off.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import resource
@@ -35,6 +33,7 @@ import torch
 from omegaconf import OmegaConf
 
 from rgflow_vision import RGFlowModel
+from rgflow_vision.allocator import with_tcmalloc
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
@@ -47,11 +46,6 @@ DEFAULT_MATRIX = [
     ("paper", 8, "reversible"),
     ("paper", 64, "reversible"),
 ]
-
-
-def tcmalloc() -> str | None:
-    found = sorted(glob.glob("/usr/lib/*/libtcmalloc_minimal.so.4")) + sorted(glob.glob("/usr/lib/libtcmalloc_minimal.so.4"))
-    return found[0] if found else None
 
 
 def architecture(name: str, mode: str) -> dict:
@@ -119,10 +113,8 @@ def main() -> None:
         return
 
     runs = [(args.model, args.batch, mode)] if args.model and args.batch else DEFAULT_MATRIX
-    env = dict(os.environ)
-    preload = tcmalloc() if args.allocator == "tcmalloc" else None
-    if preload:
-        env["LD_PRELOAD"] = preload
+    env = with_tcmalloc(dict(os.environ)) if args.allocator == "tcmalloc" else dict(os.environ)
+    preload = env.get("LD_PRELOAD")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, allocator {preload or 'system malloc'}, "
           f"{args.channels}x{args.size}x{args.size} images")

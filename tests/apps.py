@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = ["model.hidden=16", "model.num_res_blocks=1", "model.couplings=[2,1]"]
 QUICK = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
          "trainer.enable_progress_bar=false", "callbacks.sample_grid.n=4", "dataset.batch_size=16"]
+# The optimizer settings of conf/train.yaml (their one home), for modules built without a config.
+OPTIM = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "train.yaml").optim)
 
 
 def compose_cfg(tmp_path: Path, *overrides: str, config: str = "train") -> DictConfig:

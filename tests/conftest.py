@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rgflow_vision.flows import RGFlow
-from rgflow_vision.training import tasks
+from rgflow_vision.apps import train as train_app
 
 from .apps import QUICK, TINY_MODEL, compose_cfg
 
@@ -54,4 +54,4 @@ def trained_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("trained")
     cfg = compose_cfg(tmp_path, *TINY_MODEL, *QUICK, "trainer.max_epochs=2", "ema=0.9", "logger=many",
                       "logger.wandb.offline=true", "callbacks.hierarchy.every_n_epochs=2")
-    return tmp_path, tasks.train(cfg)
+    return tmp_path, train_app.train(cfg)

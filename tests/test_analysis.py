@@ -374,7 +374,7 @@ def test_a_per_image_mask_gives_each_image_its_own_cone(model16, corrupted16):
 
 
 def test_figures_are_pil_images(rf16, model16, corrupted16, inpainted):
-    from rgflow_vision.analysis.plots import inpainting_panel, mixing_grid, receptive_field_figure
+    from rgflow_vision.plots import inpainting_panel, mixing_grid, receptive_field_figure
 
     _, rf = rf16
     original, corrupted, mask = corrupted16

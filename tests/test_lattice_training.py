@@ -8,15 +8,16 @@ import lightning as L
 import pytest
 import torch
 
+from rgflow_vision.apps import train as train_app
 from rgflow_vision.data import FlowDrawsDataModule
 from rgflow_vision.errors import UserError
 from rgflow_vision.lattice import FreeComplexField, log_weights
 from rgflow_vision.lattice.reference import lookup
-from rgflow_vision.training import lattice_tasks, tasks
+from rgflow_vision.training import lattice_tasks
 from rgflow_vision.training.checkpoint import load_module
 from rgflow_vision.training.lattice_module import LatticeFlowModule, build_lattice_module, evaluation_metrics
 
-from .apps import compose_cfg, run_app
+from .apps import OPTIM, compose_cfg, run_app
 
 TINY_ARCH = {"hidden": 8, "num_res_blocks": 1, "mlp_depth": 1, "couplings": [1, 1]}
 FREE = {"name": "free_complex", "t": 1.0, "mu": 4.5}
@@ -68,7 +69,7 @@ def test_evaluation_of_exact_samples_reaches_the_exact_log_z_with_full_ess():
 
 
 def test_a_few_training_steps_lower_the_loss(tmp_path):
-    module = free_module(eval_samples=512, optim={"lr": 1e-2, "warmup_steps": 0, "cosine": False})
+    module = free_module(eval_samples=512, optim={**OPTIM, "lr": 1e-2, "warmup_steps": 0, "cosine": False})
 
     def loss() -> float:
         torch.manual_seed(5)
@@ -120,7 +121,7 @@ def lattice_run(tmp_path_factory):
     """One tiny epoch of ``python train.py experiment=lattice_free``, shared by the app tests."""
     tmp_path = tmp_path_factory.mktemp("lattice")
     torch.set_num_threads(1)
-    return tmp_path, tasks.train(compose_cfg(tmp_path, *QUICK_LATTICE))
+    return tmp_path, train_app.train(compose_cfg(tmp_path, *QUICK_LATTICE))
 
 
 def test_train_py_lattice_free_reports_and_leaves_a_checkpoint(lattice_run):
@@ -134,10 +135,10 @@ def test_train_py_lattice_free_reports_and_leaves_a_checkpoint(lattice_run):
 
 
 def test_resuming_a_lattice_run_continues_its_steps(tmp_path):
-    first = tasks.train(compose_cfg(tmp_path, *QUICK_LATTICE, "test=false"))
+    first = train_app.train(compose_cfg(tmp_path, *QUICK_LATTICE, "test=false"))
     cfg = compose_cfg(tmp_path / "elsewhere", *QUICK_LATTICE, "trainer.max_epochs=2", f"ckpt_path={first['last_ckpt']}",
                       "test=false")
-    resumed = tasks.train(cfg)
+    resumed = train_app.train(cfg)
     assert resumed["run_dir"].resolve() == first["run_dir"].resolve()  # continues in the run folder that wrote it
     checkpoint = torch.load(resumed["last_ckpt"], map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] == 8  # 4 steps per epoch, 2 epochs: the second one ran after the resume
@@ -202,7 +203,7 @@ def test_short_free_field_training_gets_close_to_the_exact_log_z():
     module = LatticeFlowModule(action=FREE, size=8, batch_size=128, eval_samples=8192,
                                architecture={"block_size": 8, "hidden": 32, "num_res_blocks": 1, "mlp_depth": 2,
                                              "couplings": [2]},  # experiment=lattice_free's flow
-                               optim={"lr": 1e-2, "warmup_steps": 50, "cosine": True, "min_lr_ratio": 0.05})
+                               optim={**OPTIM, "lr": 1e-2, "warmup_steps": 50, "cosine": True, "min_lr_ratio": 0.05})
     trainer = L.Trainer(max_steps=600, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu", limit_val_batches=0)
     trainer.fit(module, datamodule=FlowDrawsDataModule(steps_per_epoch=600))

@@ -9,9 +9,11 @@ import lightning as L
 import pytest
 import torch
 
+from rgflow_vision.apps import pictures
+from rgflow_vision.apps import train as train_app
 from rgflow_vision.data import CelebADataModule, CIFAR10DataModule
 from rgflow_vision.errors import UserError
-from rgflow_vision.training import FlowLitModule, NonFiniteLossError, tasks
+from rgflow_vision.training import FlowLitModule, NonFiniteLossError
 from rgflow_vision.training.checkpoint import load_module
 from rgflow_vision.training.module import content_seeded_noise, warmup_cosine
 
@@ -102,7 +104,7 @@ def test_fast_dev_run_on_every_dataset(tmp_path, dataset, monkeypatch):
     extra += ["dataset.val_size=8"] if dataset in ("mnist", "cifar10") else []
     cfg = compose_cfg(tmp_path, f"dataset={dataset}", "trainer.fast_dev_run=true", "dataset.batch_size=4",
                       "dataset.num_workers=0", *TINY_MODEL, *extra)
-    results = tasks.train(cfg)
+    results = train_app.train(cfg)
     assert math.isfinite(results["test/bpd"]) and 0 < results["test/bpd"] < 16
 
 
@@ -127,7 +129,7 @@ def test_evaluate_reproduces_the_test_bpd_of_training(trained_run):
     tmp_path, results = trained_run
     cfg = compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "trainer.enable_progress_bar=false",
                       config="evaluate")
-    assert tasks.evaluate(cfg) == pytest.approx(results["test/bpd"], abs=1e-6)
+    assert train_app.evaluate(cfg) == pytest.approx(results["test/bpd"], abs=1e-6)
 
 
 def test_checkpoint_holds_the_ema_weights_for_evaluation_and_the_live_ones_for_resuming(trained_run):
@@ -143,17 +145,17 @@ def test_sample_app_writes_a_grid(trained_run, tmp_path):
     out = tmp_path / "grid.png"
     cfg = compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "n=9", "temperature=0.8", f"out={out}",
                       config="sample")
-    assert tasks.sample(cfg) == out
+    assert pictures.sample(cfg) == out
     from PIL import Image
 
     assert Image.open(out).size == (3 * 16 + 4 * 2, 3 * 16 + 4 * 2)
     mixed = compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "n=4", "temperature=0", "split_level=1",
                         "coarse_temperature=1.0", config="sample")
-    assert tasks.sample(mixed).name == "samples_T0_split1_T1.png"
+    assert pictures.sample(mixed).name == "samples_T0_split1_T1.png"
 
 
 def test_last_checkpoint_is_rewritten_every_epoch_even_without_improvement(tmp_path):
-    frozen = tasks.train(compose_cfg(tmp_path, *TINY_MODEL, *QUICK, "trainer.max_epochs=3", "optim.lr=0",
+    frozen = train_app.train(compose_cfg(tmp_path, *TINY_MODEL, *QUICK, "trainer.max_epochs=3", "optim.lr=0",
                                      "test=false", "logger=none", "~callbacks.sample_grid"))
     assert torch.load(frozen["last_ckpt"], weights_only=False)["global_step"] == 6
     assert torch.load(frozen["best_ckpt"], weights_only=False)["global_step"] == 2  # val/bpd never improved
@@ -164,9 +166,9 @@ def test_last_checkpoint_is_rewritten_every_epoch_even_without_improvement(tmp_p
 
 def test_resumed_run_reaches_the_same_parameters_as_an_uninterrupted_one(tmp_path):
     common = [*TINY_MODEL, *QUICK, "ema=0.5", "logger=csv", "callbacks.sample_grid.n=2"]
-    straight = tasks.train(compose_cfg(tmp_path / "a", *common, "trainer.max_epochs=3", "test=false"))
-    first = tasks.train(compose_cfg(tmp_path / "b", *common, "trainer.max_epochs=2", "test=false"))
-    resumed = tasks.train(compose_cfg(tmp_path / "c", *common, "trainer.max_epochs=3", "test=false",
+    straight = train_app.train(compose_cfg(tmp_path / "a", *common, "trainer.max_epochs=3", "test=false"))
+    first = train_app.train(compose_cfg(tmp_path / "b", *common, "trainer.max_epochs=2", "test=false"))
+    resumed = train_app.train(compose_cfg(tmp_path / "c", *common, "trainer.max_epochs=3", "test=false",
                                       f"ckpt_path={first['last_ckpt']}"))
     assert resumed["run_dir"] == first["run_dir"]  # it continued in the run folder that wrote the checkpoint
     a, b = (torch.load(r["last_ckpt"], weights_only=False) for r in (straight, resumed))
@@ -175,7 +177,7 @@ def test_resumed_run_reaches_the_same_parameters_as_an_uninterrupted_one(tmp_pat
         torch.testing.assert_close(flat_parameters_of(a[key]), flat_parameters_of(b[key]), rtol=1e-5, atol=1e-6)
     assert len(list((first["run_dir"] / "csv").iterdir())) == 2  # the resumed part logged beside the first
     with pytest.raises(UserError, match="trained with other architecture"):
-        tasks.train(compose_cfg(tmp_path / "d", *common, "model.hidden=8", f"ckpt_path={first['last_ckpt']}"))
+        train_app.train(compose_cfg(tmp_path / "d", *common, "model.hidden=8", f"ckpt_path={first['last_ckpt']}"))
 
 
 def flat_parameters_of(state: dict) -> torch.Tensor:
@@ -198,10 +200,10 @@ class PoisonWeights(L.Callback):
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     cfg = compose_cfg(tmp_path, *TINY_MODEL, *QUICK, "trainer.max_epochs=3", "logger=none")
-    real = tasks.build_callbacks
-    monkeypatch.setattr(tasks, "build_callbacks", lambda *a: [*real(*a), PoisonWeights(step=3)])
+    real = train_app.build_callbacks
+    monkeypatch.setattr(train_app, "build_callbacks", lambda *a: [*real(*a), PoisonWeights(step=3)])
     with pytest.raises(NonFiniteLossError, match=r"loss became nan at step 3 \(epoch 1\)"):
-        tasks.train(cfg)
+        train_app.train(cfg)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     module, _ = load_module(str(last))
     assert torch.load(last, weights_only=False)["global_step"] == 2

@@ -1,7 +1,7 @@
 """Using the hierarchy: receptive fields, multi-scale mixing, mixed temperatures, inpainting.
 
-Uses the flow, the priors and the model; no Lightning. Figures live in :mod:`.plots` (matplotlib,
-torchvision), imported only on demand.
+Uses the flow, the priors and the model; no Lightning, no matplotlib: the figures of these tools
+are drawn by :mod:`rgflow_vision.plots`.
 """
 
 from ._common import AnalysisError

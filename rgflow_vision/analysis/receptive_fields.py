@@ -75,11 +75,9 @@ def receptive_fields(
 
     ``mode="forward"`` computes the JVPs with forward-mode AD; ``mode="reverse"`` with the
     double-VJP trick (two reverse passes, the same numbers). Forward mode is the definition, but
-    PyTorch (2.14, CPU) runs forward-mode products with a constant through Python reference
-    kernels: its first call in a process takes seconds, and reverse mode was up to 1.7x faster in
-    our runs. The small configuration with the defaults, on one shared CPU core: 60 s forward and
-    37 s reverse at ``L = 32``, about 4 minutes either way at ``L = 64``; ``num_samples=1`` and a
-    smaller ``max_sites`` scale that down. ``chunk_size`` JVP directions run as one batch
+    PyTorch (CPU) runs forward-mode products with a constant through Python reference kernels, so
+    reverse mode can be faster (timings: README, "The hierarchy at work"); ``num_samples=1`` and a
+    smaller ``max_sites`` scale the cost down. ``chunk_size`` JVP directions run as one batch
     (default: about 2^18 latents).
     """
     if mode not in ("forward", "reverse"):

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from rgflow_vision.errors import UserError
+from rgflow_vision.sizes import is_power_of_two
 
 # A failed download must fail fast: torchvision's urllib calls have no timeout of their own.
 DOWNLOAD_TIMEOUT_S = 10.0
@@ -27,7 +28,7 @@ def check_image_size(image_size: int) -> int:
     if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral):
         raise ValueError(f"image_size must be an integer power of two >= 4, got {image_size!r}.")
     size = int(image_size)
-    if size < 4 or size & (size - 1):
+    if size < 4 or not is_power_of_two(size):
         raise ValueError(
             f"image_size must be a power of two >= 4 (the flow halves the image down to 4x4 blocks), got {size}."
         )
@@ -134,7 +135,18 @@ class ImageDataModule(LightningDataModule):
         raise NotImplementedError
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._split("train", "fit"), train=True)
+        train_set = self._split("train", "fit")
+        # Training drops the last incomplete batch (one odd-sized batch would skew its step); a split
+        # smaller than one batch would train nothing at all.
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if len(train_set) // world < self.batch_size:
+            per = f" per process ({world} processes)" if world > 1 else ""
+            raise UserError(
+                f"the training split holds {len(train_set) // world} images{per}, fewer than one batch of "
+                f"dataset.batch_size={self.batch_size}: lower dataset.batch_size to {max(1, len(train_set) // world)} "
+                "or less, or add images."
+            )
+        return self._loader(train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._split("val", "validate"), train=False)

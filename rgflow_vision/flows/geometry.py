@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import torch
 
+from ..sizes import is_power_of_two
+
 
 def num_levels(image_size: int, block_size: int = 4) -> int:
     """``H = log2(L / K) + 1``; raises ``ValueError`` for sizes the hierarchy cannot tile."""
-    if block_size < 2 or block_size % 2 or block_size & (block_size - 1):
+    if block_size < 2 or not is_power_of_two(block_size):
         raise ValueError(f"block size {block_size} is not allowed: use an even power of two such as 4")
-    if image_size < block_size or image_size & (image_size - 1):
+    if image_size < block_size or not is_power_of_two(image_size):
         raise ValueError(
             f"image size {image_size} is not allowed: RG-Flow needs a power of two no smaller than "
             f"the block size {block_size} (for example 8, 16, 32 or 64); resize or pad the images"

@@ -1,7 +1,9 @@
-"""Lightning training of RG-Flow: the module, callbacks, checkpoints and the apps' tasks."""
+"""Lightning training of RG-Flow: the image LightningModule, its callbacks, checkpoint I/O.
 
-from . import config  # registers the OmegaConf resolvers the configs use
-from .callbacks import SampleGrid
+The apps that drive it live in :mod:`rgflow_vision.apps`."""
+
+from .callbacks import HierarchyPictures, SampleGrid, save_and_log
+from .checkpoint import load_module
 from .module import FlowLitModule, NonFiniteLossError
 
-__all__ = ["FlowLitModule", "NonFiniteLossError", "SampleGrid"]
+__all__ = ["FlowLitModule", "HierarchyPictures", "NonFiniteLossError", "SampleGrid", "load_module", "save_and_log"]

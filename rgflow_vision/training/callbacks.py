@@ -1,4 +1,5 @@
-"""Lightning callbacks that draw what the model has learned while it trains."""
+"""Lightning callbacks that draw what the model has learned while it trains, and the one helper
+that writes a picture and sends it to the loggers."""
 
 from __future__ import annotations
 
@@ -6,12 +7,26 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from PIL import Image
 
-from .. import analysis
-from .hierarchy import inpainting_picture, mixing_picture, receptive_field_picture
-from .images import image_grid, save_and_log
+from .. import analysis, plots
+
+
+def save_and_log(trainer: L.Trainer | None, image: Image.Image, path: str | Path, key: str) -> Path:
+    """Write ``image`` as PNG (atomically) and send it to every image-capable logger of ``trainer``."""
+    path = plots.save(image, path)
+    for logger in trainer.loggers if trainer is not None else []:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[image], step=trainer.global_step)
+        elif isinstance(logger, TensorBoardLogger):
+            array = np.asarray(image.convert("RGB"))
+            logger.experiment.add_image(key, array, trainer.global_step, dataformats="HWC")
+        # CSVLogger has no images: the PNG in the run folder is the record.
+    return path
 
 
 class SampleGrid(Callback):
@@ -22,7 +37,8 @@ class SampleGrid(Callback):
     ``<run>/samples/epoch{E}_T{t}.png`` and logs it as ``samples/T{t}``.
     """
 
-    def __init__(self, n: int = 64, temperatures: Sequence[float] = (1.0, 0.7), every_n_epochs: int = 1, seed: int = 0):
+    # No defaults here: conf/callbacks/default.yaml holds them.
+    def __init__(self, n: int, temperatures: Sequence[float], every_n_epochs: int, seed: int):
         self.n, self.temperatures, self.every_n_epochs, self.seed = n, tuple(temperatures), every_n_epochs, seed
         self.last_paths: list[Path] = []
 
@@ -44,7 +60,7 @@ class SampleGrid(Callback):
             pixels = pl_module.all_gather(mine).reshape(-1, *mine.shape[1:])[: self.n] if world > 1 else mine
             if trainer.is_global_zero:
                 path = Path(trainer.default_root_dir) / "samples" / f"{tag}_T{t:g}.png"
-                paths.append(save_and_log(trainer, image_grid(pixels, model.pixels.bits), path, f"samples/T{t:g}"))
+                paths.append(save_and_log(trainer, plots.image_grid(pixels, model.pixels.bits), path, f"samples/T{t:g}"))
         return paths
 
 
@@ -58,8 +74,8 @@ class HierarchyPictures(Callback):
     one prior sample and a few sites per level for the receptive fields, few inpainting steps.
     """
 
-    def __init__(self, every_n_epochs: int = 4, rf_samples: int = 1, rf_max_sites: int = 4,
-                 inpaint_steps: int = 100, inpaint_images: int = 8, box: int | None = None):
+    def __init__(self, every_n_epochs: int, rf_samples: int, rf_max_sites: int, inpaint_steps: int, inpaint_images: int,
+                 box: int | None):
         self.every_n_epochs, self.rf_samples, self.rf_max_sites = every_n_epochs, rf_samples, rf_max_sites
         self.inpaint_steps, self.inpaint_images, self.box = inpaint_steps, inpaint_images, box
         self.last_paths: list[Path] = []
@@ -78,11 +94,11 @@ class HierarchyPictures(Callback):
 
     def draw(self, model, images: torch.Tensor) -> dict:
         size = model.flow.image_size
-        _, fields = receptive_field_picture(model, self.rf_samples, self.rf_max_sites)
+        _, fields = plots.receptive_field_picture(model, self.rf_samples, self.rf_max_sites)
         pictures = {"receptive_fields": fields}
         if len(images) >= 2:
-            pictures["mixing"] = mixing_picture(model, images[:1], images[1:2])
+            pictures["mixing"] = plots.mixing_picture(model, images[:1], images[1:2])
         evaluation = analysis.evaluate_inpainting(model, images[: self.inpaint_images], self.box or max(1, size // 4),
                                                   at="centre", steps=self.inpaint_steps, compare_all=False)
-        pictures["inpainting"] = inpainting_picture(evaluation, columns=("corrupted", "harmonic", "cone", "original"))
+        pictures["inpainting"] = plots.inpainting_picture(evaluation, columns=("corrupted", "harmonic", "cone", "original"))
         return pictures

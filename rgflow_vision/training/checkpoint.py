@@ -7,9 +7,15 @@ import zipfile
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from ..errors import UserError
 from .module import FlowLitModule, TrainingBase
+
+
+def to_dict(node) -> dict:
+    """A config node as a plain, resolved dict (what modules save as hyperparameters); ``{}`` for None."""
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
 
 
 def resolve_checkpoint(ckpt: str | None, outputs: str | Path = "outputs") -> Path:

@@ -11,8 +11,9 @@ from ..flows import RGFlow
 from ..lattice import FreeComplexField, build_action, ess, log_weights, log_z, reverse_kl, sample_flow
 from ..lattice.observables import susceptibility
 from ..priors import GaussianPrior
-from .config import to_dict
-from .module import OPTIM_DEFAULTS, TrainingBase
+from ..sizes import is_power_of_two
+from .checkpoint import to_dict
+from .module import TrainingBase
 
 EVAL_CHUNK = 1024  # configurations decoded at once in evaluation: bounds memory, not the result
 
@@ -51,7 +52,7 @@ class LatticeFlowModule(TrainingBase):
         self.flow = RGFlow(self.target.channels, self.size, **(architecture or {}))
         self.prior = GaussianPrior(self.target.channels, self.size)
         self.batch_size, self.eval_samples = int(batch_size), int(eval_samples)
-        self.optim = {**OPTIM_DEFAULTS, **(optim or {})}
+        self.optim = dict(optim or {})
         self.exact_log_z = self.target.log_z(self.size) if isinstance(self.target, FreeComplexField) else None
         self.val_log_w, self.test_log_w = CatMetric(), CatMetric()
         self.val_chi, self.test_chi = CatMetric(), CatMetric()
@@ -155,7 +156,7 @@ def build_lattice_module(cfg: DictConfig, datamodule=None) -> LatticeFlowModule:
         raise UserError(f"action={action} is not a lattice action ({error}): e.g. action={{name: free_complex, "
                         "t: 1, mu: 4.5}, or complex_phi4 with kappa and lam, or real_phi4 with m2 and lam") from None
     size = int(lattice.get("size", 8))
-    if size < 4 or size & (size - 1):
+    if size < 4 or not is_power_of_two(size):
         raise UserError(f"lattice.size={size}: RG-Flow needs a power of two >= 4 (e.g. 8)")
     return LatticeFlowModule(
         action=action,

@@ -22,8 +22,8 @@ class TrainingBase(L.LightningModule):
     """What every RG-Flow training shares: AdamW with warm-up and cosine decay, a clear stop on a
     non-finite loss, and the random streams saved in checkpoints so that resuming is exact.
 
-    Subclasses set ``self.optim`` (see :data:`OPTIM_DEFAULTS`) and list in ``REQUIRED_HPARAMS`` the
-    constructor arguments a checkpoint must hold to rebuild them.
+    Subclasses set ``self.optim`` (the ``optim`` block of conf/train.yaml, where its defaults live) and
+    list in ``REQUIRED_HPARAMS`` the constructor arguments a checkpoint must hold to rebuild them.
     """
 
     REQUIRED_HPARAMS: tuple[str, ...] = ()
@@ -42,6 +42,9 @@ class TrainingBase(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
+        missing = [k for k in OPTIM_KEYS if k not in o]
+        if missing:
+            raise UserError(f"optim lacks {', '.join(missing)}: pass every key of the optim block in conf/train.yaml")
         params = [p for p in self.parameters() if p.requires_grad]
         # The fused kernel exists for CPU and CUDA float tensors; it is one kernel per step instead of many.
         fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
@@ -70,14 +73,8 @@ class TrainingBase(L.LightningModule):
                 torch.manual_seed(int(torch.randint(2**62, ())) + self.global_rank)
 
 
-OPTIM_DEFAULTS = {
-    "lr": 1e-3,
-    "weight_decay": 0.0,
-    "betas": (0.9, 0.999),
-    "warmup_steps": 0,
-    "cosine": False,
-    "min_lr_ratio": 0.0,
-}
+# What configure_optimizers reads; the values are in conf/train.yaml (optim), and nowhere else.
+OPTIM_KEYS = ("lr", "weight_decay", "betas", "warmup_steps", "cosine", "min_lr_ratio")
 
 
 class FlowLitModule(TrainingBase):
@@ -110,16 +107,10 @@ class FlowLitModule(TrainingBase):
     ):
         super().__init__()
         self.save_hyperparameters()
-        prior = {"name": "laplace", "learn_scale": False, **(prior or {})}
-        self.model = RGFlowModel.build(
-            channels,
-            image_size,
-            bits,
-            prior=prior["name"],
-            learn_prior_scale=prior["learn_scale"],
-            **(architecture or {}),
-        )
-        self.optim = {**OPTIM_DEFAULTS, **(optim or {})}
+        # Keys left out fall to RGFlowModel.build's and RGFlow's own defaults.
+        prior = {{"name": "prior", "learn_scale": "learn_prior_scale"}[k]: v for k, v in (prior or {}).items()}
+        self.model = RGFlowModel.build(channels, image_size, bits, **prior, **(architecture or {}))
+        self.optim = dict(optim or {})
         self.train_bpd, self.val_bpd, self.test_bpd = MeanMetric(), MeanMetric(), MeanMetric()
         self._compiled_bpd = None
 

@@ -1,0 +1,118 @@
+"""train.py and evaluate.py: fit a module built from the config, test it, report where everything went."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint, WeightAveraging
+from omegaconf import DictConfig, open_dict
+
+from ..errors import UserError
+from ..training import HierarchyPictures, SampleGrid
+from ..training.checkpoint import read_checkpoint, resolve_checkpoint, to_dict
+from .common import config_errors, datamodule_for, load_checkpoint
+
+
+def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list[L.Callback]:
+    with config_errors("callbacks"):
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not has_logger:  # the learning-rate monitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if cfg.get("ema"):
+        callbacks.append(EMAWeightAveraging(decay=cfg.ema))
+    # Weight averaging swaps the EMA weights out again at the end of each validation epoch: it
+    # must come after the callbacks that draw with them.
+    return sorted(callbacks, key=lambda c: isinstance(c, WeightAveraging))
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    with config_errors("logger"):
+        return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+
+
+def build_module(cfg: DictConfig, datamodule) -> L.LightningModule:
+    """The LightningModule of ``cfg.module``; a partial one (``_partial_: true``) is completed with the
+    data's shape. Its arguments arrive as plain values, which the checkpoint saves as they are."""
+    if cfg.get("action") and cfg.module._target_.endswith(".FlowLitModule"):
+        # Lattice experiments that still name an action but not module=lattice (until they switch).
+        from ..training.lattice_module import build_lattice_module
+
+        return build_lattice_module(cfg, datamodule)
+    with config_errors("model"):
+        module = instantiate(cfg.module)
+        if isinstance(module, functools.partial):
+            module = module(channels=datamodule.channels, image_size=datamodule.image_size, bits=datamodule.bits)
+    return module
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit, test, and report where everything went. Returns the metrics and paths."""
+    ckpt_path = None
+    if cfg.get("ckpt_path"):
+        ckpt_path = resolve_checkpoint(cfg.ckpt_path)
+        if ckpt_path.parent.name == "checkpoints":  # continue in the run folder that wrote it
+            with open_dict(cfg):
+                cfg.paths.output_dir = str(ckpt_path.parent.parent.resolve())
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    with config_errors("dataset"):
+        datamodule = instantiate(cfg.dataset)
+    module = build_module(cfg, datamodule)
+    if ckpt_path is not None:  # fail with one sentence now rather than deep inside Lightning
+        _check_resumable(ckpt_path, module)
+    loggers = build_loggers(cfg)
+    callbacks = build_callbacks(cfg, bool(loggers))
+    with config_errors("trainer"):
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    results = {"run_dir": Path(trainer.default_root_dir)}
+    if cfg.get("test"):
+        results.update(trainer.test(module, datamodule=datamodule, verbose=False)[0])
+    for checkpoint in trainer.checkpoint_callbacks:  # none is written under fast_dev_run
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath and checkpoint.best_model_path:
+            key = "best_ckpt" if checkpoint.monitor else "last_ckpt"
+            results[key] = Path(checkpoint.best_model_path)
+    results["samples"] = [p for cb in trainer.callbacks if isinstance(cb, SampleGrid) for p in cb.last_paths]
+    results["pictures"] = [p for cb in trainer.callbacks if isinstance(cb, HierarchyPictures) for p in cb.last_paths]
+    if trainer.is_global_zero:
+        _report(results, trainer)
+    return results
+
+
+def _check_resumable(path: Path, module) -> None:
+    saved = read_checkpoint(path, type(module))["hyper_parameters"]
+    changed = [k for k in module.REQUIRED_HPARAMS if saved.get(k) != module.hparams.get(k)]
+    if changed:
+        raise UserError(f"checkpoint {path} was trained with other {', '.join(changed)} than this config: resume "
+                        "with the run's own config (its .hydra/overrides.yaml) plus ckpt_path=...")
+
+
+def _report(results: dict, trainer: L.Trainer) -> None:
+    lines = [f"run folder   {results['run_dir'].resolve()}"]
+    if results.get("last_ckpt"):
+        lines.append(f"checkpoint   {results['last_ckpt']}")
+    if results.get("best_ckpt"):
+        lines.append(f"best         {results['best_ckpt']}")
+    for key, value in results.items():
+        if key.startswith("test/"):
+            lines.append(f"{key.replace('/', ' '):<12} {value:.4f}")
+    lines += [f"samples      {path}" for path in results["samples"]]
+    lines += [f"hierarchy    {path}" for path in results["pictures"]]
+    for logger in trainer.loggers:
+        where = getattr(logger, "log_dir", None) or logger.save_dir
+        if where:  # fast_dev_run replaces the loggers with a DummyLogger that writes nowhere
+            lines.append(f"logs         {where} ({type(logger).__name__})")
+    print("\n".join(lines))
+
+
+def evaluate(cfg: DictConfig) -> float:
+    """Bits per dimension of a checkpoint on the test split (the same number training reported)."""
+    module, path = load_checkpoint(cfg)
+    datamodule = datamodule_for(module, cfg)
+    with config_errors("trainer"):
+        trainer = L.Trainer(**to_dict(cfg.trainer), logger=False)
+    bpd = trainer.test(module, datamodule=datamodule, verbose=False)[0]["test/bpd"]
+    print(f"test bpd {bpd:.4f}  ({path})")
+    return bpd

@@ -1,0 +1,179 @@
+"""Every figure, one renderer per concept, as a ``PIL.Image.Image``: image grids, receptive
+fields, mixing grids, inpainting panels. Drawn on matplotlib's Agg canvas directly (no pyplot, so
+no global backend switch or figure registry).
+
+The renderers take plain tensors; ``*_picture`` run the analysis on a model, then render. Integer
+images are ``(B, C, L, L)`` with ``C`` 1 or 3 and values ``0 .. 2**bits - 1``. :func:`save` writes
+a PNG atomically. Uses the analysis tools, not Lightning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
+from PIL import Image
+from torchvision.utils import make_grid
+
+from . import analysis
+from .model import RGFlowModel
+
+
+def image_grid(pixels: torch.Tensor, bits: int = 8, nrow: int | None = None, padding: int = 2) -> Image.Image:
+    """``(N, C, L, L)`` integer pixels in ``0 .. 2**bits - 1`` as one PIL image (grey or RGB), pixel for pixel."""
+    images = pixels.detach().float().cpu() / (2**bits - 1)
+    grid = make_grid(images, nrow=nrow or max(1, round(len(images) ** 0.5)), padding=padding, pad_value=1.0)
+    array = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(array[..., 0] if pixels.shape[1] == 1 else array)
+
+
+def save(image: Image.Image, path: str | Path) -> Path:
+    """Write ``image`` as PNG through a temporary file, so an interrupted write leaves no half picture."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    image.save(partial, format="PNG")
+    partial.replace(path)
+    return path
+
+
+def receptive_field_figure(
+    maps: torch.Tensor,
+    radii: Sequence[float] | None = None,
+    centre: tuple[int, int] | None = None,
+    title: str | None = None,
+    log_scale: bool = True,
+) -> Image.Image:
+    """One panel per level of ``maps`` ``(H, L, L)`` (e.g. ``ReceptiveFields.mean_maps``), each
+    scaled to its own maximum, with the radius (if given) drawn as a circle around ``centre``
+    (default ``(L//2, L//2)``, where the analysis puts the latent). ``log_scale`` shows three
+    decades below the maximum: the latent's own pixel dominates a linear scale."""
+    maps = maps.detach().double().cpu()
+    levels, size = maps.shape[0], maps.shape[-1]
+    cy, cx = centre if centre is not None else (size // 2, size // 2)
+    fig = Figure(figsize=(2.2 * levels, 2.6 if title else 2.4), dpi=100)
+    for h in range(levels):
+        ax = fig.add_subplot(1, levels, h + 1)
+        peak = float(maps[h].max())
+        norm = LogNorm(vmin=peak * 1e-3, vmax=peak, clip=True) if log_scale and peak > 0 else None
+        ax.imshow(maps[h].numpy(), cmap="magma", norm=norm, interpolation="nearest")
+        label = f"level {h}"
+        if radii is not None:
+            ax.add_patch(Circle((cx, cy), radii[h], fill=False, color="cyan", linewidth=1))
+            label += f"\nr = {radii[h]:.1f}"
+        ax.set_title(label, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _to_pil(fig)
+
+
+def mixing_grid(
+    x_a: torch.Tensor, x_b: torch.Tensor, mixes: torch.Tensor, bits: int = 8, cuts: Sequence[int] | None = None,
+    labels: bool = True,
+) -> Image.Image:
+    """Rows: A, B, then the mix at each cut (``mixes[k]`` at ``cuts[k]``, default ``hc = 0, 1, ..``, as
+    from ``mix_all``); one column per image of the batch. ``labels=False``: the bare pixel grid
+    at the images' own resolution, no axes."""
+    if not labels:
+        return image_grid(torch.cat([x_a, x_b, *mixes]), bits, nrow=len(x_a))
+    cuts = range(len(mixes)) if cuts is None else cuts
+    rows = [("A", x_a), ("B", x_b)] + [(f"hc={hc}", m) for hc, m in zip(cuts, mixes, strict=True)]
+    return _image_table(rows, bits, by="row")
+
+
+def inpainting_panel(columns, mask: torch.Tensor | None = None, bits: int = 8) -> Image.Image:
+    """One row per image, one labelled column per ``(name, images)`` pair (e.g. corrupted |
+    harmonic | cone | original), and the mask (``(L, L)`` or ``(B, L, L)``) last if given."""
+    columns = list(columns)
+    if mask is not None:
+        batch, top = columns[0][1].shape[0], 2**bits - 1
+        m = mask.bool().cpu().expand(batch, *mask.shape[-2:])[:, None]
+        columns.append(("mask", m.long() * top))
+    return _image_table(columns, bits, by="column")
+
+
+def _image_table(groups, bits, by):
+    """Tile labelled ``(B, C, L, L)`` batches: one labelled row (or column) per group."""
+    top = 2**bits - 1
+    batch = groups[0][1].shape[0]
+    images = []
+    for _, x in groups:
+        x = x.detach().cpu().double() / top
+        images.append(x.clamp(0, 1).expand(-1, 3, -1, -1) if x.shape[1] == 1 else x.clamp(0, 1))
+    if by == "row":
+        tiles, nrow = torch.cat(images), batch
+    else:  # image b of every group side by side
+        tiles, nrow = torch.stack(images, dim=1).flatten(0, 1), len(groups)
+    pad = 2
+    grid = make_grid(tiles, nrow=nrow, padding=pad, pad_value=1.0)
+    size = images[0].shape[-1] + pad
+    fig = Figure(figsize=(max(2.0, grid.shape[2] / 40 + 1), max(1.5, grid.shape[1] / 40 + 0.5)), dpi=120)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ticks = [pad + size * k + (size - pad) / 2 for k in range(len(groups))]
+    labels = [name for name, _ in groups]
+    if by == "row":
+        ax.set_yticks(ticks, labels, fontsize=8)
+        ax.set_xticks([])
+    else:
+        ax.set_xticks(ticks, labels, fontsize=8, rotation=30)
+        ax.set_yticks([])
+    ax.tick_params(length=0)
+    return _to_pil(fig)
+
+
+def _to_pil(fig: Figure) -> Image.Image:
+    canvas = FigureCanvasAgg(fig)
+    fig.tight_layout()
+    canvas.draw()
+    return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).convert("RGB")
+
+
+# -- the analysis of a model, drawn -------------------------------------------------------------
+
+
+def receptive_field_picture(
+    model: RGFlowModel, num_samples: int = 4, max_sites: int | None = 16, seed: int = 0
+) -> tuple[analysis.ReceptiveFields, Image.Image]:
+    """The receptive fields of ``model`` (seeded prior samples) and their figure."""
+    fields = analysis.receptive_fields(model.flow, model.prior, num_samples=num_samples, max_sites=max_sites,
+                                       generator=torch.Generator().manual_seed(seed))
+    title = f"receptive fields (mean over sites, {int(100 * fields.mass)}% mass radius)"
+    return fields, receptive_field_figure(fields.mean_maps, fields.radius, fields.centre, title=title)
+
+
+def mixing_picture(model: RGFlowModel, x_a: torch.Tensor, x_b: torch.Tensor, hc: int | str = "all") -> Image.Image:
+    """Sources and mixes: every cut, labelled, with ``hc="all"``; else the one cut ``hc`` as bare pixels."""
+    mixes = analysis.mix_all(model, x_a, x_b, None if hc == "all" else [hc])
+    return mixing_grid(x_a, x_b, mixes, bits=model.pixels.bits, labels=hc == "all")
+
+
+INPAINT_COLUMNS = ("corrupted", "harmonic", "cone", "all", "original")
+
+
+def inpainting_picture(evaluation: analysis.InpaintEvaluation, count: int = 8, columns=INPAINT_COLUMNS) -> Image.Image:
+    """The first ``count`` images of an inpainting evaluation, one row each, the mask last."""
+    names = {"all": "all latents"}
+    return inpainting_panel([(names.get(c, c), evaluation.images[c][:count]) for c in columns],
+                            evaluation.masks[:count])
+
+
+def inpainting_table(metrics: dict) -> str:
+    """An inpainting evaluation as the app prints it."""
+    rows = [f"{'':<13}{'masked error':>13}{'latents/image':>15}{'seconds/image':>15}"]
+    for name, label in (("corrupted", "corrupted"), ("harmonic", "harmonic fill")):
+        rows.append(f"{label:<13}{metrics[name]:>13.2f}")
+    for name, label in (("cone", "cone"), ("all", "all latents")):
+        rows.append(f"{label:<13}{metrics[name]:>13.2f}{metrics[name + '_latents']:>15.0f}"
+                    f"{metrics['seconds_' + name]:>15.2f}")
+    where = metrics["at"] if isinstance(metrics["at"], str) else f"at {metrics['at']}"
+    rows.append(f"({metrics['n']} image(s), {metrics['size']}x{metrics['size']} noise box {where}, seed "
+                f"{metrics['seed']}; masked error: mean |restored - original| over the box, in pixel levels)")
+    return "\n".join(rows)

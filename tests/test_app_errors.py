@@ -1,0 +1,64 @@
+"""One error path for every app: a bad input is one sentence on stderr and exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from rgflow_vision.apps.common import quote_values_with_equals
+
+from . import data_fixtures
+from .apps import TINY_MODEL, run_app
+
+
+def error_line(result) -> str:
+    """The app's one sentence: exit 2, no traceback, and its ``error:`` line is the last thing on stderr."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], result.stderr[-2000:]
+    return lines[-1]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.block_size=3", "model config is invalid: block size 3"),
+    ("model.couplings=[0]", "model config is invalid: couplings per level must be positive"),
+    ("dataset.image_size=24", "dataset config is invalid: image_size must be a power of two"),
+    ("trainer.max_epochs=-5", "trainer config is invalid: `max_epochs`"),
+])
+def test_a_bad_training_config_is_one_sentence(tmp_path, override, message):
+    result = run_app("train", override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    line = error_line(result)
+    assert message in line and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("override", ["temperature=-1", "n=abc"])
+def test_a_negative_temperature_or_a_word_for_a_number_is_refused(tmp_path, override):
+    result = run_app("sample", override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert override in error_line(result) and not list((tmp_path / "run").glob("*.png"))
+
+
+def test_a_folder_smaller_than_one_batch_says_to_lower_the_batch_size(tmp_path):
+    data_fixtures.write_image_folder(tmp_path / "images", n=18, size=8)
+    result = run_app("train", "dataset=folder", f"dataset.path={tmp_path / 'images'}", "dataset.image_size=8",
+                     "dataset.num_workers=0", *TINY_MODEL, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    line = error_line(result)
+    assert "holds 14 images" in line and "lower dataset.batch_size to 14" in line
+    assert "test bpd" not in result.stdout
+
+
+def test_values_with_an_equals_sign_are_quoted_for_hydra():
+    assert quote_values_with_equals(["ckpt=runs/epoch=3-step=100.ckpt", "n=4", "ckpt='a=b'", "-m"]) == [
+        "ckpt='runs/epoch=3-step=100.ckpt'", "n=4", "ckpt='a=b'", "-m"]
+
+
+def test_a_lightning_checkpoint_name_is_accepted_on_the_command_line(tmp_path, trained_run):
+    _, results = trained_run
+    named = tmp_path / "epoch=1-step=4.ckpt"  # Lightning's default file name
+    shutil.copy(results["last_ckpt"], named)
+    result = run_app("sample", f"ckpt={named}", "n=4", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "wrote" in result.stdout
+    missing = run_app("evaluate", f"ckpt={tmp_path / 'epoch=9-step=90.ckpt'}", cwd=tmp_path)
+    assert "epoch=9-step=90.ckpt does not exist" in error_line(missing)
