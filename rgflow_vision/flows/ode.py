@@ -8,7 +8,12 @@ scheme. Its log-det is computed exactly, not approximated by the integral of the
 every step's ``D x D`` Jacobian is propagated through the stages (each velocity evaluation
 returns its Jacobian, see :mod:`.velocity`) and its ``slogdet`` is added. This is the discrete
 counterpart of ``int tr(dv/dx) dt`` and agrees with it to the scheme's order; it is what a
-normalising flow needs. Decoding inverts each step exactly: the scheme run backwards gives a
+normalising flow needs.
+
+Every step is a bijection of the whole space whatever the weights: the velocity's Lipschitz
+constant is at most ``rate / h`` (see :mod:`.velocity`), so the step is the identity plus a map
+of Lipschitz constant at most ``e^rate - 1 < 1`` (the RK4 increment's bound is the Taylor
+polynomial of ``e^x - 1``; lower-order schemes' are smaller). Decoding inverts each step exactly: the scheme run backwards gives a
 guess within ``O(h^(p+1))``, and Newton's method with the same exact Jacobian finishes it to
 rounding, so ``decode(encode(x)) == x`` and the two log-dets cancel to rounding, not to the
 solver's tolerance. A last Newton step is taken with gradients on: its value is the solution and
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .velocity import velocity_field
 
@@ -30,17 +36,20 @@ SCHEMES = {
     "rk4": ([[], [0.5], [0.0, 0.5], [0.0, 0.0, 1.0]], [1 / 6, 1 / 3, 1 / 3, 1 / 6], [0.0, 0.5, 0.5, 1.0]),
 }
 MAX_NEWTON = 8  # iterations per inverted step; 2-3 suffice from the backward-scheme guess
+MAX_RATE = 0.69  # ln 2 rounded down: e^rate - 1 < 1, each step is invertible
 
 
 class ODEBlock(nn.Module):
     """``(N, C*K*K) -> (N, C*K*K)``: the time-1 map of ``dx/dt = v(x, t)``, fixed steps of ``scheme``."""
 
     def __init__(self, channels: int, block_size: int, steps: int, hidden: int, depth: int,
-                 symmetry: str | None = None, scheme: str = "rk4"):
+                 symmetry: str | None = None, scheme: str = "rk4", rate: float = 0.5):
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"unknown ODE scheme {scheme!r}: use one of {sorted(SCHEMES)}")
-        self.velocity = velocity_field(channels, block_size, hidden, depth, symmetry)
+        if not 0 < rate <= MAX_RATE:
+            raise ValueError(f"ODE rate (Lipschitz bound of v times the step) must be in (0, {MAX_RATE}], got {rate}")
+        self.velocity = velocity_field(channels, block_size, hidden, depth, symmetry, lipschitz=rate * steps)
         self.steps, self.scheme = steps, scheme
 
     @property
@@ -58,6 +67,9 @@ class ODEBlock(nn.Module):
         logdet = x.new_zeros(x.shape[0], dtype=dtype)
         with torch.autocast(x.device.type, enabled=False):
             x = x.to(dtype)
+            for module in self.modules():  # fill parametrize's cache (if on) with weights that carry gradients
+                if parametrize.is_parametrized(module):
+                    module.weight
             for n in reversed(range(self.steps)) if inverse else range(self.steps):
                 if inverse:
                     x, jac = self.invert_step(x, n * h, h)
