@@ -158,6 +158,8 @@ def test_a_pixel_reaches_only_latents_in_its_encode_cone(bijection):
         (lambda: RGFlow(2, 16, bijection="ode", symmetry="u1"), "unknown symmetry 'u1'"),
         (lambda: RGFlow(2, 16, symmetry="o2"), "'rnvp' has no built-in symmetry"),
         (lambda: RGFlow(2, 16, bijection="ode", reversible=True), "reversible backpropagation is implemented for"),
+        (lambda: RGFlow(2, 16, bijection="ode", explicit="both"), "explicit must be 'encode' or 'decode'"),
+        (lambda: RGFlow(2, 16, bijection="ode", rate=0.9), r"rate .* must be in \(0, 0.69\]"),
     ],
 )
 def test_bad_architectures_raise_a_clear_value_error(build, match):

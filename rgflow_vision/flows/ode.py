@@ -40,17 +40,23 @@ MAX_RATE = 0.69  # ln 2 rounded down: e^rate - 1 < 1, each step is invertible
 
 
 class ODEBlock(nn.Module):
-    """``(N, C*K*K) -> (N, C*K*K)``: the time-1 map of ``dx/dt = v(x, t)``, fixed steps of ``scheme``."""
+    """``(N, C*K*K) -> (N, C*K*K)``: the time-1 map of ``dx/dt = v(x, t)``, fixed steps of ``scheme``.
+
+    ``explicit`` names the direction that integrates (one Jacobian pass per step); the other solves
+    (about three). Images train through ``encode``, lattice actions through ``decode``: integrate there.
+    """
 
     def __init__(self, channels: int, block_size: int, steps: int, hidden: int, depth: int,
-                 symmetry: str | None = None, scheme: str = "rk4", rate: float = 0.5):
+                 symmetry: str | None = None, scheme: str = "rk4", rate: float = 0.5, explicit: str = "encode"):
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"unknown ODE scheme {scheme!r}: use one of {sorted(SCHEMES)}")
         if not 0 < rate <= MAX_RATE:
             raise ValueError(f"ODE rate (Lipschitz bound of v times the step) must be in (0, {MAX_RATE}], got {rate}")
         self.velocity = velocity_field(channels, block_size, hidden, depth, symmetry, lipschitz=rate * steps)
-        self.steps, self.scheme = steps, scheme
+        if explicit not in ("encode", "decode"):
+            raise ValueError(f"explicit must be 'encode' or 'decode', got {explicit!r}")
+        self.steps, self.scheme, self.explicit = steps, scheme, explicit
 
     @property
     def reversible(self) -> bool:  # the seam's flag; only the coupling stack has a reversible backward
@@ -70,8 +76,9 @@ class ODEBlock(nn.Module):
             for module in self.modules():  # fill parametrize's cache (if on) with weights that carry gradients
                 if parametrize.is_parametrized(module):
                     module.weight
-            for n in reversed(range(self.steps)) if inverse else range(self.steps):
-                if inverse:
+            implicit = inverse == (self.explicit == "encode")
+            for n in reversed(range(self.steps)) if implicit else range(self.steps):
+                if implicit:
                     x, jac = self.invert_step(x, n * h, h)
                     logdet = logdet - torch.linalg.slogdet(jac).logabsdet
                 else:
