@@ -209,3 +209,20 @@ def test_image_model_with_an_ode_flow_samples_and_scores():
     images = model.sample(3)
     assert images.shape == (3, 1, 8, 8) and images.dtype == torch.long
     assert torch.isfinite(model.bpd(images)).all()
+
+
+def test_the_hierarchy_analyses_run_on_an_ode_model():
+    """Receptive fields (forward-mode JVPs through decode), mixing and inpainting (gradients through decode)."""
+    from rgflow_vision import analysis
+
+    torch.manual_seed(0)
+    model = RGFlowModel.build(1, 8, bijection="ode", hidden=8, depth=1, steps=1)
+    model.flow = perturbed_flow(1, 8, bijection="ode", hidden=8, depth=1, steps=1)
+    fields = analysis.receptive_fields(model.flow, model.prior, num_samples=1, max_sites=2)
+    assert len(fields.mean_maps) == model.flow.num_levels and all((m >= 0).all() for m in fields.mean_maps)
+    x = torch.randint(0, 256, (2, 1, 8, 8))
+    assert torch.equal(analysis.mix(model, x[:1], x[1:], 0), x[:1])
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[2:4, 2:4] = True
+    result = analysis.inpaint(model, x[:1], mask, steps=2)
+    assert result.restored.shape == (1, 1, 8, 8) and 0 < result.latents_updated <= 64
