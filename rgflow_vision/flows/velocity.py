@@ -63,8 +63,6 @@ class TangentMLP(nn.Module):
 
     def __init__(self, features_in: int, hidden: int, depth: int, features_out: int):
         super().__init__()
-        if depth < 1 or hidden < 1:
-            raise ValueError(f"the velocity network needs depth >= 1 and hidden >= 1, got {depth} and {hidden}")
         widths = [features_in] + [hidden] * depth
         self.layers = nn.ModuleList(_linear(a, b) for a, b in zip(widths, widths[1:]))
         self.time = nn.Parameter(torch.zeros(hidden))
@@ -110,8 +108,6 @@ class RadialVelocity(nn.Module):
 
     def __init__(self, components: int, sites: int, hidden: int, depth: int, lipschitz: float):
         super().__init__()
-        if depth < 1 or hidden < 1:
-            raise ValueError(f"the velocity network needs depth >= 1 and hidden >= 1, got {depth} and {hidden}")
         self.components = components
         widths = [sites] + [hidden] * depth
         self.layers = nn.ModuleList(_linear(a, b, bias=False) for a, b in zip(widths, widths[1:]))
@@ -141,6 +137,8 @@ class RadialVelocity(nn.Module):
 def velocity_field(channels: int, block_size: int, hidden: int, depth: int, symmetry: str | None,
                    lipschitz: float) -> nn.Module:
     """The velocity network for one layer's blocks; ``symmetry`` is ``None``, ``"z2"`` or ``"o2"``."""
+    if depth < 1 or hidden < 1:
+        raise ValueError(f"the velocity network needs depth >= 1 and hidden >= 1, got {depth} and {hidden}")
     features = channels * block_size**2
     if symmetry is None:
         return MLPVelocity(features, hidden, depth, lipschitz)
