@@ -4,6 +4,7 @@
     python scripts/bench.py                          # the default matrix (about 10 minutes on 2 cores)
     python scripts/bench.py --model paper --batch 64 --mode reversible
     python scripts/bench.py --model small --size 64 --batch 16 --mode stored bf16
+    python scripts/bench.py --model ode --batch 8    # the neural-ODE block (any conf/model/*.yaml)
 
 Each measurement runs in its own process so that its peak resident memory (ru_maxrss) is its
 own. A training step is forward, backward, gradient clipping and an AdamW update on random

@@ -11,16 +11,20 @@ from rgflow_vision.apps import train as train_app
 from .apps import QUICK, TINY_MODEL, compose_cfg
 
 TINY = dict(hidden=16, num_res_blocks=1, couplings=(2, 1))
+TINY_BY_BIJECTION = {"rnvp": TINY, "ode": dict(bijection="ode", hidden=16, depth=1, steps=(3, 2), rate=0.69)}
+BIJECTIONS = sorted(TINY_BY_BIJECTION)
+OUT_SCALE = {"rnvp": 0.2, "ode": 2.0}  # spread of the zero-initialised output scales: far from the identity
 
 
-def perturbed_flow(channels: int, size: int, dtype=torch.float32, seed: int = 0, **architecture) -> RGFlow:
-    """An RGFlow with random weights: every coupling does something (not the zero-init identity)."""
+def perturbed_flow(channels: int, size: int, dtype=torch.float32, seed: int = 0, bijection: str = "rnvp",
+                   **architecture) -> RGFlow:
+    """An RGFlow with random weights: every block bijection does something (not the zero-init identity)."""
     torch.manual_seed(seed)
-    flow = RGFlow(channels, size, **{**TINY, **architecture}).to(dtype)
+    flow = RGFlow(channels, size, **{**TINY_BY_BIJECTION[bijection], **architecture}).to(dtype)
     with torch.no_grad():
         for name, p in flow.named_parameters():
             if name.endswith("out_scale"):
-                p.normal_(0.0, 0.2)
+                p.normal_(0.0, OUT_SCALE[bijection])
             else:
                 p.add_(0.1 * torch.randn_like(p))
     return flow

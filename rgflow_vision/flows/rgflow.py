@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from . import geometry
-from .coupling import BlockFlow
+from .bijections import BIJECTIONS
 
 
 class RGFlow(nn.Module):
@@ -20,10 +18,15 @@ class RGFlow(nn.Module):
     a *decimator* (aligned blocks). The active sites it leaves off the next, twice coarser
     sublattice are its latents, so ``z[..., ::2**h, ::2**h]`` holds the levels ``>= h``.
 
+    ``bijection`` picks the block bijection from :data:`~.bijections.BIJECTIONS`: ``"rnvp"``
+    (RealNVP couplings, the default) or ``"ode"`` (a neural ODE); ``options`` are its own
+    keywords. ``symmetry`` (``"z2"``: odd; ``"o2"``: two channels rotated at every site) is
+    built into the ODE's velocity and makes the whole flow equivariant.
+
     The defaults are a small configuration for CPU work. The paper's is
     ``hidden=512, num_res_blocks=4, couplings=(8, 6, 4, 2)``; levels deeper than
-    ``couplings`` reuse its last entry. ``reversible=True`` rebuilds activations in the
-    backward pass instead of storing them.
+    ``couplings`` reuse its last entry. ``reversible=True`` (RealNVP) rebuilds activations in
+    the backward pass instead of storing them.
     """
 
     def __init__(
@@ -32,27 +35,24 @@ class RGFlow(nn.Module):
         image_size: int,
         *,
         block_size: int = 4,
-        hidden: int = 128,
-        num_res_blocks: int = 2,
-        mlp_depth: int = 2,
-        couplings: Sequence[int] | int = (4, 3, 2),
-        reversible: bool = False,
+        bijection: str = "rnvp",
+        symmetry: str | None = None,
+        **options,
     ):
         super().__init__()
         if channels < 1:
             raise ValueError(f"channels must be a positive number, got {channels}")
+        if bijection not in BIJECTIONS:
+            raise ValueError(f"unknown bijection {bijection!r}: use one of {sorted(BIJECTIONS)}")
         self.num_levels = geometry.num_levels(image_size, block_size)
         self.channels, self.image_size, self.block_size = channels, image_size, block_size
-        couplings = [couplings] if isinstance(couplings, int) else list(couplings)
-        if not couplings or min(couplings) < 1:
-            raise ValueError(f"couplings per level must be positive integers, got {couplings}")
-        per_level = [couplings[min(h, len(couplings) - 1)] for h in range(self.num_levels)]
+        self.bijection, self.symmetry = bijection, symmetry
 
-        def layer(n):
-            return BlockFlow(channels, block_size, n, hidden, num_res_blocks, mlp_depth, reversible)
+        def layer(h):
+            return BIJECTIONS[bijection](channels, block_size, h, symmetry=symmetry, **options)
 
-        self.disentanglers = nn.ModuleList(layer(n) for n in per_level)
-        self.decimators = nn.ModuleList(layer(n) for n in per_level)
+        self.disentanglers = nn.ModuleList(layer(h) for h in range(self.num_levels))
+        self.decimators = nn.ModuleList(layer(h) for h in range(self.num_levels))
         self.register_buffer("_level_map", geometry.level_map(image_size, block_size), persistent=False)
 
     @property
@@ -105,7 +105,7 @@ class RGFlow(nn.Module):
             logdet = logdet + ld_dis + ld_dec
         return state, logdet
 
-    def _layer(self, block_flow: BlockFlow, state: torch.Tensor, shift: int, inverse: bool):
+    def _layer(self, block_flow: nn.Module, state: torch.Tensor, shift: int, inverse: bool):
         b, c, m, _ = state.shape
         blocks = geometry.to_blocks(state, self.block_size, shift)
         blocks, logdet = block_flow(blocks, inverse=inverse)

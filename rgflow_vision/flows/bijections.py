@@ -1,0 +1,48 @@
+"""The seam between the RG geometry and the bijection inside each block.
+
+:class:`~rgflow_vision.flows.RGFlow` asks a registered builder for the bijection of each layer:
+``build(channels, block_size, level, symmetry=..., **options)`` returns a module that maps
+``(N, C*K*K)`` block vectors with ``forward(x, inverse=False) -> (y, logdet)``, exact in both
+directions, and has a ``reversible`` attribute. The options are the builder's own keyword
+arguments (the Hydra ``model`` keys). Register another bijection by adding it to ``BIJECTIONS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from .coupling import BlockFlow
+from .ode import ODEBlock
+
+
+def at_level(per_level: Sequence[int] | int, level: int, what: str) -> int:
+    """The entry of a per-level list for ``level``; deeper levels reuse the last entry."""
+    per_level = [per_level] if isinstance(per_level, int) else list(per_level)
+    if not per_level or min(per_level) < 1:
+        raise ValueError(f"{what} per level must be positive integers, got {per_level}")
+    return per_level[min(level, len(per_level) - 1)]
+
+
+def realnvp(channels: int, block_size: int, level: int, *, symmetry: str | None = None, hidden: int = 128,
+            num_res_blocks: int = 2, mlp_depth: int = 2, couplings: Sequence[int] | int = (4, 3, 2),
+            reversible: bool = False) -> nn.Module:
+    """The RealNVP coupling stack (the paper's block; see :mod:`.coupling`)."""
+    if symmetry is not None:
+        raise ValueError(f"bijection 'rnvp' has no built-in symmetry (got {symmetry!r}); use bijection='ode'")
+    n = at_level(couplings, level, "couplings")
+    return BlockFlow(channels, block_size, n, hidden, num_res_blocks, mlp_depth, reversible)
+
+
+def neural_ode(channels: int, block_size: int, level: int, *, symmetry: str | None = None, hidden: int = 64,
+               depth: int = 2, steps: Sequence[int] | int = 4, scheme: str = "rk4", rate: float = 0.5,
+               explicit: str = "encode", reversible: bool = False) -> nn.Module:
+    """The neural-ODE block (see :mod:`.ode`); ``symmetry`` ``"z2"`` or ``"o2"`` is built into its velocity."""
+    steps = at_level(steps, level, "ODE steps")
+    block = ODEBlock(channels, block_size, steps, hidden, depth, symmetry, scheme, rate, explicit)
+    block.reversible = reversible  # raises for True
+    return block
+
+
+BIJECTIONS = {"rnvp": realnvp, "ode": neural_ode}
