@@ -12,7 +12,7 @@ from rgflow_vision.flows import RGFlow
 from rgflow_vision.flows.ode import SCHEMES
 from rgflow_vision.lattice import build_action, reverse_kl, sample_flow
 from rgflow_vision.priors import GaussianPrior
-from rgflow_vision.training import tasks
+from rgflow_vision.apps import train as train_app
 
 from .apps import QUICK, compose_cfg
 from .conftest import perturbed_flow
@@ -183,7 +183,7 @@ def test_every_step_stays_a_bijection_however_large_the_weights():
 def test_ode_model_trains_on_images_with_the_hydra_config(tmp_path):
     cfg = compose_cfg(tmp_path, *TINY_ODE, "trainer.fast_dev_run=true", "dataset.batch_size=4", *QUICK[3:5])
     assert cfg.model.bijection == "ode"
-    results = tasks.train(cfg)
+    results = train_app.train(cfg)
     assert math.isfinite(results["test/bpd"]) and 0 < results["test/bpd"] < 16
 
 
