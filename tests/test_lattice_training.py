@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from rgflow_vision.data import FlowDrawsDataModule
+from rgflow_vision.lattice import FlowDrawsDataModule
 from rgflow_vision.errors import UserError
 from rgflow_vision.lattice import FreeComplexField, log_weights
 from rgflow_vision.lattice.reference import lookup

@@ -27,6 +27,7 @@ from .bulk import (
     sample_flow,
     tree_distance,
 )
+from .datamodule import FlowDrawsDataModule
 from .estimators import (
     AutocorrelationTime,
     IndependenceMetropolis,
@@ -60,6 +61,7 @@ __all__ = [
     "BulkCorrelations",
     "ComplexPhi4",
     "DEFAULT_OBSERVABLES",
+    "FlowDrawsDataModule",
     "FreeComplexField",
     "HMCResult",
     "IndependenceMetropolis",
