@@ -39,7 +39,7 @@ def build_loggers(cfg: DictConfig) -> list:
 def build_module(cfg: DictConfig, datamodule) -> L.LightningModule:
     """The LightningModule the config asks for: image likelihood training, or a lattice action."""
     if cfg.get("action"):
-        from .lattice_module import build_lattice_module
+        from ..lattice.module import build_lattice_module
 
         return build_lattice_module(cfg, datamodule)
     return FlowLitModule(

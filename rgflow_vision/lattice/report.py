@@ -1,7 +1,9 @@
-"""What lattice.py does: observables of a trained lattice flow with error bars, next to the known values."""
+"""What lattice.py reports for a trained lattice flow: observables with error bars next to the known
+values (a table on stdout and ``lattice_report.json`` in the run folder), optionally the bulk view."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,23 +12,18 @@ import torch
 from omegaconf import DictConfig
 
 from ..errors import UserError
-from ..lattice import (
-    bulk_correlations,
+from .bulk import bulk_correlations, hmc, latent_hmc, plot_bulk_correlations
+from .estimators import (
     ess,
-    hmc,
     independence_metropolis,
     integrated_autocorrelation_time,
-    latent_hmc,
     log_weights,
     log_z,
-    plot_bulk_correlations,
     reweight,
-    sample_flow,
 )
-from ..lattice.observables import phi2, susceptibility, two_point_axis
-from ..lattice.reference import Reference, lookup
-from .checkpoint import load_module
-from .lattice_module import LatticeFlowModule
+from .module import LatticeFlowModule
+from .observables import phi2, susceptibility, two_point_axis
+from .reference import Reference, lookup
 
 
 @dataclass
@@ -57,9 +54,50 @@ class LatticeReport:
     rows: list[Row]
     reference: Reference | None
     notes: list[str] = field(default_factory=list)
+    levels: int = 0
+    block_size: int = 0
+    depth: int = 1
 
     def row(self, name: str) -> Row:
         return next(r for r in self.rows if r.name == name)
+
+    def summary(self) -> dict:
+        """The report as plain numbers (what ``lattice_report.json`` holds); ``_err`` keys are one sigma."""
+
+        def value(name: str) -> float:
+            return self.row(name).flow[0]
+
+        def error(name: str) -> float:
+            return self.row(name).flow[1]
+
+        ref = self.reference
+        g = [r for r in self.rows if r.name.startswith("G(")]
+        return {
+            "action": self.action, "size": self.size, "levels": self.levels, "block_size": self.block_size,
+            "depth": self.depth, "n": self.n,
+            "ess": value("ESS / N"),
+            "log_z": value("ln Z (estimate)"), "log_z_err": error("ln Z (estimate)"),
+            "log_z_bound": value("ln Z (bound)"), "log_z_bound_err": error("ln Z (bound)"),
+            "chi": value("chi (reweighted)"), "chi_err": error("chi (reweighted)"),
+            "chi_imh": value("chi (IMH chain)"), "chi_imh_err": error("chi (IMH chain)"),
+            "acceptance": value("IMH acceptance"), "tau_imh": value("tau |M|^2 (IMH)"),
+            "phi2": value("<phi^2> (reweighted)"), "phi2_err": error("<phi^2> (reweighted)"),
+            "two_point": [r.flow[0] for r in g], "two_point_err": [r.flow[1] for r in g],
+            "reference": None if ref is None else {
+                "source": ref.source, "exact": ref.exact, "log_z": ref.log_z, "chi": ref.chi, "phi2": ref.phi2,
+                "two_point": ref.two_point, "notes": ref.notes,
+            },
+            "pulls": {r.name: r.pull() for r in self.rows if r.pull() is not None},
+            "notes": self.notes,
+        }
+
+    def write_json(self, path: str | Path, **extra) -> Path:
+        """:meth:`summary` (plus ``extra`` keys) as JSON; NaN becomes ``null``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_finite({**self.summary(), **extra}), indent=2) + "\n")
+        return path
+
 
     def table(self) -> str:
         source = self.reference.source if self.reference else "none known"
@@ -71,6 +109,17 @@ class LatticeReport:
                          f"{'' if pull is None else f'{pull:+.1f}':>8}  {r.note}".rstrip())
         lines += [f"note: {n}" for n in [*(self.reference.notes if self.reference else []), *self.notes]]
         return "\n".join(lines)
+
+
+def _finite(obj):
+    """NaN and infinities as ``None`` (JSON has neither), recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _fmt(value: tuple[float, float] | None) -> str:
@@ -87,19 +136,6 @@ def _fmt(value: tuple[float, float] | None) -> str:
     return f"{v:.{digits}f} +- {e:.{digits}f}"
 
 
-@torch.no_grad()
-def draw(module: LatticeFlowModule, n: int, generator: torch.Generator, chunk: int = 4096):
-    """``n`` flow configurations: ``(x, log q, S, z)`` concatenated over chunks (memory stays bounded)."""
-    xs, log_qs, actions, zs = [], [], [], []
-    for start in range(0, n, chunk):
-        x, log_q, z = sample_flow(module.flow, module.prior, min(chunk, n - start), generator=generator)
-        xs.append(x.double())
-        log_qs.append(log_q)
-        actions.append(module.target(x))
-        zs.append(z)
-    return torch.cat(xs), torch.cat(log_qs), torch.cat(actions), torch.cat(zs)
-
-
 def chain_estimate(series: torch.Tensor) -> tuple[tuple[float, float], float]:
     """Mean of a Markov-chain series with the error ``sqrt(tau var / N)``, and ``tau``."""
     tau = integrated_autocorrelation_time(series)
@@ -114,9 +150,10 @@ def lattice_report(module: LatticeFlowModule, n: int, seed: int = 0) -> LatticeR
         raise UserError(f"n={n}: the estimates need at least 2 samples, e.g. n=16384")
     hp = module.hparams
     generator = torch.Generator(device=module.device).manual_seed(seed)
-    x, log_q, action, _ = draw(module, n, generator)
+    with torch.no_grad():
+        x, log_q, action, _ = module.draw(n, generator, chunk=4096)
     log_w = log_weights(log_q, action).cpu()
-    x = x.cpu()
+    x = x.double().cpu()
     params = {k: v for k, v in hp.action.items() if k != "name"}
     ref = lookup(hp.action["name"], params, module.size)
 
@@ -143,7 +180,9 @@ def lattice_report(module: LatticeFlowModule, n: int, seed: int = 0) -> LatticeR
     for r in range(module.size // 2 + 1):
         known = ref.two_point[r] if ref and ref.two_point and r < len(ref.two_point) else None
         rows.append(Row(f"G({r}) (reweighted)", (g_rw[0][r].item(), g_rw[1][r].item()), known))
-    return LatticeReport(action=module.target.name, size=module.size, n=n, rows=rows, reference=ref)
+    flow = module.flow
+    return LatticeReport(action=module.target.name, size=module.size, n=n, rows=rows, reference=ref,
+                         levels=flow.num_levels, block_size=flow.block_size, depth=getattr(flow, "depth", 1))
 
 
 def bulk(module: LatticeFlowModule, cfg: DictConfig, out_dir: Path) -> list[str]:
@@ -172,14 +211,17 @@ def bulk(module: LatticeFlowModule, cfg: DictConfig, out_dir: Path) -> list[str]
     return lines
 
 
-def lattice(cfg: DictConfig) -> LatticeReport:
-    """The lattice app: load a lattice checkpoint, print the table (and the bulk comparison with bulk.enabled)."""
-    module, path = load_module(cfg.ckpt, LatticeFlowModule)
+def report_checkpoint(cfg: DictConfig, module: LatticeFlowModule, path: str | Path) -> LatticeReport:
+    """The lattice app on a loaded checkpoint: print the table, write ``lattice_report.json`` to the run
+    folder (``paths.output_dir``), and with ``bulk.enabled`` the bulk comparison and picture."""
     torch.manual_seed(cfg.seed)
     report = lattice_report(module, int(cfg.n), int(cfg.seed))
+    out_dir = Path(cfg.paths.output_dir)
     print(f"checkpoint {path}")
     print(report.table())
     if cfg.get("bulk") and cfg.bulk.get("enabled"):
-        for line in bulk(module, cfg, Path(cfg.paths.output_dir)):
+        for line in bulk(module, cfg, out_dir):
             print(line)
+    written = report.write_json(out_dir / "lattice_report.json", checkpoint=str(path), seed=int(cfg.seed))
+    print(f"wrote {written.resolve()}")
     return report
