@@ -12,8 +12,9 @@ import torch
 from omegaconf import DictConfig
 
 from ..errors import UserError
-from .bulk import bulk_correlations, hmc, latent_hmc, plot_bulk_correlations
+from .bulk import bulk_correlations, effective_action, hmc, plot_bulk_correlations
 from .estimators import (
+    chain_mean,
     ess,
     independence_metropolis,
     integrated_autocorrelation_time,
@@ -185,30 +186,65 @@ def lattice_report(module: LatticeFlowModule, n: int, seed: int = 0) -> LatticeR
                          levels=flow.num_levels, block_size=flow.block_size, depth=getattr(flow, "depth", 1))
 
 
-def bulk(module: LatticeFlowModule, cfg: DictConfig, out_dir: Path) -> list[str]:
-    """Latent- vs field-space HMC with the same trajectories (tau_int of |M|^2), and the bulk-correlation PNG."""
+def tune_step_size(potential, x: torch.Tensor, step_size: float, n_leapfrog: int, target: float,
+                   rounds: int, generator: torch.Generator) -> tuple[float, torch.Tensor]:
+    """Adapt an HMC step size towards the acceptance ``target`` over ``rounds`` short runs of 10
+    trajectories (which also thermalise): ``(step size, last state)``. The production run keeps it fixed."""
+    for _ in range(rounds):
+        run = hmc(potential, x, 10, step_size, n_leapfrog, generator=generator, keep_samples=False)
+        x = run.state
+        step_size *= math.exp(min(max(2 * (run.acceptance - target), -0.7), 0.7))
+    return step_size, x
+
+
+def bulk(module: LatticeFlowModule, cfg: DictConfig, out_dir: Path) -> tuple[list[str], dict]:
+    """HMC in latent space (on ``S_eff``) against HMC in field space (on ``S``), each with its step size
+    tuned to the acceptance ``bulk.target_acceptance``, the same number of trajectories and leapfrog steps
+    (equal gradient evaluations); integrated autocorrelation times of ``|M|^2``, ``<phi^2>`` and ``S`` in
+    trajectories; and the bulk-correlation PNG (latent correlations against the tree distance)."""
     b = cfg.bulk
     generator = torch.Generator().manual_seed(cfg.seed)
     z0 = module.prior.sample(b.chains, generator=generator)
     with torch.no_grad():
         x0, _ = module.flow.decode(z0)
-    with torch.enable_grad():
-        latent = latent_hmc(module.flow, module.target, z0, b.trajectories, b.step_size, b.leapfrog,
-                            generator=generator)
-        field_run = hmc(module.target, x0, b.trajectories, b.step_size, b.leapfrog, generator=generator)
+
+    def s_eff(z):
+        return effective_action(module.flow, module.target, z)[0]
+
+    runs, lines, summary = {}, [], {"chains": int(b.chains), "trajectories": int(b.trajectories),
+                                    "leapfrog": int(b.leapfrog)}
+    for name, potential, start in (("latent", s_eff, z0), ("field", module.target, x0)):
+        with torch.enable_grad():
+            step, state = tune_step_size(potential, start, float(b.step_size), int(b.leapfrog),
+                                         float(b.target_acceptance), int(b.tune_rounds), generator)
+            runs[name] = (hmc(potential, state, int(b.trajectories), step, int(b.leapfrog), generator=generator),
+                          step)
     with torch.no_grad():
-        x_latent = torch.stack([module.flow.decode(z)[0] for z in latent.samples])
-    lines = []
-    for name, run, fields in (("latent", latent, x_latent), ("field", field_run, field_run.samples)):
-        chi = susceptibility(fields.flatten(0, 1)).reshape(fields.shape[:2])
-        tau = integrated_autocorrelation_time(chi[b.trajectories // 5:])
-        lines.append(f"HMC in {name} space: acceptance {run.acceptance:.3f}, tau(|M|^2) = {tau.tau:.2f} "
-                     f"+- {tau.error:.2f} trajectories, chi = {chi[b.trajectories // 5:].mean():.4f}")
-    correlations = bulk_correlations(latent.samples[b.trajectories // 5:].flatten(0, 1), module.flow.level_map())
+        x_latent = torch.stack([module.flow.decode(z)[0] for z in runs["latent"][0].samples])
+    for name, fields in (("latent", x_latent), ("field", runs["field"][0].samples)):
+        run, step = runs[name]
+        flat = fields.flatten(0, 1).double()
+        series = {"|M|^2/V": susceptibility(flat), "phi2": phi2(flat), "S": module.target(flat)}
+        entry = {"step_size": step, "acceptance": run.acceptance}
+        taus = []
+        for key, values in series.items():
+            tau = integrated_autocorrelation_time(values.reshape(fields.shape[:2]))
+            entry[f"tau {key}"] = (tau.tau, tau.error)
+            taus.append(f"{key} {tau.tau:.2f} +- {tau.error:.2f}")
+        chi = series["|M|^2/V"].reshape(fields.shape[:2])
+        entry["chi"] = tuple(v.item() for v in chain_mean(chi))  # error: spread of the chain means
+        summary[name] = entry
+        lines.append(f"HMC in {name} space: step {step:.4f}, acceptance {run.acceptance:.3f}, tau (trajectories): "
+                     f"{', '.join(taus)}; chi = {chi.mean():.4f}")
+    ratio = summary["field"]["tau |M|^2/V"][0] / summary["latent"]["tau |M|^2/V"][0]
+    summary["tau_ratio_field_over_latent"] = ratio
+    lines.append(f"tau(|M|^2) field / latent = {ratio:.2f} at {b.leapfrog} gradient evaluations per trajectory")
+    correlations = bulk_correlations(runs["latent"][0].samples.flatten(0, 1), module.flow.level_map())
     path = plot_bulk_correlations(correlations, out_dir / "bulk_correlations.png",
                                   title=f"{module.target.name}: latent correlations from latent HMC")
+    summary["picture"] = str(path)
     lines.append(f"wrote {path.resolve()}")
-    return lines
+    return lines, summary
 
 
 def report_checkpoint(cfg: DictConfig, module: LatticeFlowModule, path: str | Path) -> LatticeReport:
@@ -219,9 +255,10 @@ def report_checkpoint(cfg: DictConfig, module: LatticeFlowModule, path: str | Pa
     out_dir = Path(cfg.paths.output_dir)
     print(f"checkpoint {path}")
     print(report.table())
-    if cfg.get("bulk") and cfg.bulk.get("enabled"):
-        for line in bulk(module, cfg, out_dir):
-            print(line)
-    written = report.write_json(out_dir / "lattice_report.json", checkpoint=str(path), seed=int(cfg.seed))
+    extra = {"checkpoint": str(path), "seed": int(cfg.seed)}
+    if cfg.bulk.enabled:
+        lines, extra["bulk"] = bulk(module, cfg, out_dir)
+        print("\n".join(lines))
+    written = report.write_json(out_dir / "lattice_report.json", **extra)
     print(f"wrote {written.resolve()}")
     return report
