@@ -51,3 +51,21 @@ def test_latent_kl_by_level_of_the_identity_flow_is_the_forward_gaussian_kl():
     assert split.total == pytest.approx(expected.item(), rel=0.02)
     assert len(split.scale) == len(split.within) == 2 and split.between > 0
     assert math.isclose(split.total, sum(split.scale) + sum(split.within) + split.between + split.mean)
+
+
+def test_a_flow_with_two_layer_pairs_per_level_is_exact(one_thread):
+    """depth=2: decode inverts encode and the log-det is that of the Jacobian; depth=1 keeps the old layout."""
+    from torch.func import jacrev
+
+    from .conftest import perturbed_flow
+
+    flow = perturbed_flow(2, 8, dtype=torch.float64, depth=2)
+    assert len(flow.decimators) == 2 * flow.num_levels
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    z, logdet = flow.encode(x)
+    x_back, logdet_back = flow.decode(z)
+    assert torch.allclose(x_back, x, atol=1e-10) and torch.allclose(logdet_back, -logdet, atol=1e-10)
+    jac = jacrev(lambda v: flow.encode(v.reshape(1, 2, 8, 8))[0].reshape(-1))(x[0].reshape(-1))
+    assert torch.linalg.slogdet(jac)[1].item() == pytest.approx(logdet[0].item(), abs=1e-8)
+    one = perturbed_flow(2, 8, depth=1)
+    assert set(one.state_dict()) == set(perturbed_flow(2, 8).state_dict())
