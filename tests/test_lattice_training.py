@@ -113,6 +113,16 @@ def test_lattice_experiments_compose_into_an_action_and_float32(tmp_path, experi
         assert module.target.kappa == 0.6 and module.target.lam == 1.145
 
 
+def test_lattice_size_16_adds_a_level_and_the_prior_is_the_configured_one(tmp_path):
+    cfg = compose_cfg(tmp_path, "experiment=lattice_free", "lattice.size=16", "prior.learn_scale=true")
+    module = build_lattice_module(cfg)
+    assert module.size == 16 and module.flow.num_levels == 3 and module.flow.block_size == 4
+    assert module.prior.log_scale is not None and module.prior.log_scale.numel() == 3  # one scale per level
+    assert module.exact_log_z == pytest.approx(-56.939147, abs=1e-6)
+    with pytest.raises(UserError, match="lattice.size=12"):
+        build_lattice_module(compose_cfg(tmp_path, "experiment=lattice_free", "lattice.size=12"))
+
+
 def test_an_unknown_action_is_a_user_error(tmp_path):
     cfg = compose_cfg(tmp_path, "experiment=lattice_free", "action.name=ising")
     with pytest.raises(UserError, match="not a lattice action"):
