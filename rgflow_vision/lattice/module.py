@@ -154,7 +154,7 @@ def build_lattice_module(cfg: DictConfig, datamodule=None) -> LatticeFlowModule:
              for key in ("action", "lattice", "model", "prior", "optim")}
     action, lattice = plain["action"], plain["lattice"]
     if lattice is None:
-        raise UserError("a lattice action needs the lattice sizes: add dataset=lattice (or use experiment=lattice_free)")
+        raise UserError("a lattice action needs the lattice sizes: add dataset=lattice (or experiment=lattice_free)")
     try:
         build_action(**action)
     except (TypeError, ValueError) as error:
