@@ -11,6 +11,34 @@ from .flows import PixelTransform, RGFlow
 from .priors import FactorizedPrior, build_prior
 
 
+def sample_and_log_prob(
+    flow: RGFlow,
+    prior: FactorizedPrior,
+    n: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    chunk: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw ``z ~ prior`` and decode: ``(x, log q(x), z)`` with ``log q(x) = log p(z) - log|det dx/dz|``.
+
+    ``chunk`` decodes at most that many at once and concatenates (memory stays bounded); ``None``
+    decodes all ``n`` together. ``dtype`` casts the
+    prior samples (the priors draw in the default dtype), e.g. float64 for precise importance
+    weights. Differentiable through the flow (a reverse-KL loss is ``mean(log q + S(x))``); wrap
+    in ``torch.no_grad()`` to evaluate.
+    """
+    parts = []
+    for start in range(0, n, chunk or max(n, 1)):
+        z = prior.sample(min(chunk or n, n - start), temperature=temperature, generator=generator)
+        z = z if dtype is None else z.to(dtype)
+        x, logdet = flow.decode(z)
+        parts.append((x, prior.log_prob(z, temperature) - logdet, z))
+    if len(parts) == 1:
+        return parts[0]
+    return tuple(torch.cat(p) for p in zip(*parts))
+
+
 class RGFlowModel(nn.Module):
     """``log p(x)`` of integer images and samples from it.
 
@@ -57,9 +85,13 @@ class RGFlowModel(nn.Module):
         return -self.log_prob(x_int, noise) / (self.dims * math.log(2))
 
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` images as integer pixel values in ``{0, ..., 2**bits - 1}`` (``torch.long``)."""
-        return self.decode(self.prior.sample(n, temperature, generator))
+    def sample(
+        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, chunk: int | None = None
+    ) -> torch.Tensor:
+        """``n`` images as integer pixel values in ``{0, ..., 2**bits - 1}`` (``torch.long``), decoded
+        ``chunk`` at a time (all at once by default)."""
+        y, _, _ = sample_and_log_prob(self.flow, self.prior, n, temperature, generator, chunk=chunk)
+        return self.pixels.inverse(y)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:

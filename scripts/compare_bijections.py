@@ -33,17 +33,17 @@ from rgflow_vision.priors import GaussianPrior
 VARIANTS = {
     "lattice": {
         "rnvp": dict(hidden=16, num_res_blocks=1, mlp_depth=2, couplings=[2, 2]),
-        "ode": dict(bijection="ode", hidden=50, depth=2, steps=[2]),
-        "ode-o2": dict(bijection="ode", symmetry="o2", hidden=58, depth=2, steps=[2]),
-        "ode-z2": dict(bijection="ode", symmetry="z2", hidden=50, depth=2, steps=[2]),
+        "ode": dict(bijection="ode", hidden=50, mlp_depth=2, steps=[2]),
+        "ode-o2": dict(bijection="ode", symmetry="o2", hidden=58, mlp_depth=2, steps=[2]),
+        "ode-z2": dict(bijection="ode", symmetry="z2", hidden=50, mlp_depth=2, steps=[2]),
         # the same flows integrating in the direction that reverse-KL training uses
-        "ode-gen": dict(bijection="ode", hidden=50, depth=2, steps=[2], explicit="decode"),
-        "ode-o2-gen": dict(bijection="ode", symmetry="o2", hidden=58, depth=2, steps=[2], explicit="decode"),
+        "ode-gen": dict(bijection="ode", hidden=50, mlp_depth=2, steps=[2], explicit="decode"),
+        "ode-o2-gen": dict(bijection="ode", symmetry="o2", hidden=58, mlp_depth=2, steps=[2], explicit="decode"),
     },
     "digits": {
         "rnvp": dict(hidden=16, num_res_blocks=1, mlp_depth=2, couplings=[2, 2, 1]),
-        "ode": dict(bijection="ode", hidden=40, depth=2, steps=[2]),
-        "ode-z2": dict(bijection="ode", symmetry="z2", hidden=40, depth=2, steps=[2]),
+        "ode": dict(bijection="ode", hidden=40, mlp_depth=2, steps=[2]),
+        "ode-z2": dict(bijection="ode", symmetry="z2", hidden=40, mlp_depth=2, steps=[2]),
     },
 }
 

@@ -29,7 +29,7 @@ LIPSCHITZ = 1.2  # the same velocity field for every run; rate = 1.2 h stays bel
 
 def flow(scheme: str, steps: int, dtype=torch.float64) -> RGFlow:
     torch.manual_seed(0)
-    f = RGFlow(1, SIZE, bijection="ode", hidden=32, depth=2, steps=steps, scheme=scheme).to(dtype)
+    f = RGFlow(1, SIZE, bijection="ode", hidden=32, mlp_depth=2, steps=steps, scheme=scheme).to(dtype)
     with torch.no_grad():
         for name, p in f.named_parameters():
             p.copy_(torch.randn_like(p) if name.endswith("out_scale") else p + 0.1 * torch.randn_like(p))

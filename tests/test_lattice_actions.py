@@ -185,3 +185,26 @@ def test_exact_free_field_sampler_has_the_exact_two_point_function_and_equiparti
     g = two_point(x)
     err = g.std(dim=0) / math.sqrt(x.shape[0])
     assert ((g.mean(dim=0) - free.two_point(size)).abs() < 4 * err).all()
+
+
+def test_free_field_exact_values_at_l16_from_the_fourier_sum_match_the_dense_gaussian():
+    """L = 16, t = 1, mu = 4.5: ln Z = V ln(2 pi) - ln det H and G(r) = 2 (H^-1)_{0r} with the dense
+    256 x 256 Hessian H of one channel, against the library's Fourier sums (and its reference lookup)."""
+    from rgflow_vision.lattice.reference import lookup
+
+    field, size = FreeComplexField(1.0, 4.5), 16
+    v = size * size
+    sites = torch.arange(v)
+    i, j = sites // size, sites % size
+    hessian = 2 * 4.5 * torch.eye(v, dtype=torch.float64)
+    for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        hessian[sites, ((i + di) % size) * size + (j + dj) % size] -= 2 * 1.0
+    log_z = v * math.log(2 * math.pi) - torch.linalg.slogdet(hessian)[1].item()
+    g = 2 * torch.linalg.inv(hessian)[0, :size]
+    assert field.log_z(size) == pytest.approx(log_z, abs=1e-9)
+    assert field.log_z(size) == pytest.approx(-56.939147, abs=1e-6)
+    assert torch.allclose(field.two_point(size, axis=True), g, atol=1e-12)
+    expected = [0.316239, 0.105768, 0.040007, 0.016444, 0.007130, 0.003214, 0.001523, 0.000822, 0.000630]
+    assert g[:9].tolist() == pytest.approx(expected, abs=1e-6)
+    ref = lookup("free_complex", {"t": 1.0, "mu": 4.5}, size)
+    assert ref.exact and ref.log_z[0] == pytest.approx(log_z, abs=1e-9) and len(ref.two_point) == 9

@@ -22,9 +22,9 @@ from rgflow_vision.lattice import (
     lattice_distance,
     phi2,
     plot_bulk_correlations,
-    sample_flow,
     tree_distance,
 )
+from rgflow_vision.model import sample_and_log_prob
 from rgflow_vision.priors import GaussianPrior
 
 from .conftest import perturbed_flow
@@ -55,13 +55,14 @@ def test_effective_action_is_the_action_minus_the_decoding_log_det():
     assert not torch.allclose(s_eff, action(x), atol=1e-3)
 
 
-def test_sample_flow_returns_the_flow_density_of_its_samples():
+def test_sample_and_log_prob_returns_the_flow_density_of_its_samples_in_chunks_too():
     flow = perturbed_flow(2, 8, dtype=torch.float64)
     prior = GaussianPrior(2, 8)
     with torch.no_grad():
-        x, log_q, z = sample_flow(flow, prior, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        x, log_q, z = sample_and_log_prob(flow, prior, 5, generator=torch.Generator().manual_seed(0),
+                                          dtype=torch.float64, chunk=2)
         z_back, logdet_encode = flow.encode(x)
-    assert z.dtype == x.dtype == log_q.dtype == torch.float64
+    assert z.dtype == x.dtype == log_q.dtype == torch.float64 and x.shape[0] == log_q.shape[0] == 5
     assert torch.allclose(z_back, z, atol=1e-8)
     assert torch.allclose(log_q, prior.log_prob(z_back) + logdet_encode, atol=1e-8)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import lightning as L
@@ -9,17 +10,17 @@ import pytest
 import torch
 
 from rgflow_vision.apps import train as train_app
-from rgflow_vision.data import FlowDrawsDataModule
 from rgflow_vision.errors import UserError
-from rgflow_vision.lattice import FreeComplexField, log_weights
+from rgflow_vision.lattice import FlowDrawsDataModule, FreeComplexField, log_weights
+from rgflow_vision.lattice.module import LatticeFlowModule, build_lattice_module, evaluation_metrics
 from rgflow_vision.lattice.reference import lookup
-from rgflow_vision.training import lattice_tasks
+from rgflow_vision.lattice.report import report_checkpoint
 from rgflow_vision.training.checkpoint import load_module
-from rgflow_vision.training.lattice_module import LatticeFlowModule, build_lattice_module, evaluation_metrics
 
 from .apps import OPTIM, compose_cfg, run_app
 
 TINY_ARCH = {"hidden": 8, "num_res_blocks": 1, "mlp_depth": 1, "couplings": [1, 1]}
+GAUSSIAN = {"name": "gaussian", "learn_scale": False}
 FREE = {"name": "free_complex", "t": 1.0, "mu": 4.5}
 EXACT_LOG_Z = -14.21720  # lattice.md, L = 8, t = 1, mu = 4.5
 QUICK_LATTICE = ["experiment=lattice_free", "model.hidden=8", "model.couplings=[1,1]", "lattice.batch_size=32",
@@ -37,7 +38,8 @@ def _one_thread():
 
 
 def free_module(**kwargs) -> LatticeFlowModule:
-    return LatticeFlowModule(action=FREE, size=8, architecture=TINY_ARCH, **{"batch_size": 64, **kwargs})
+    return LatticeFlowModule(action=FREE, size=8, architecture=TINY_ARCH, prior=GAUSSIAN,
+                             **{"batch_size": 64, "eval_samples": 4096, **kwargs})
 
 
 # -- the module ---------------------------------------------------------------------------------
@@ -46,7 +48,7 @@ def free_module(**kwargs) -> LatticeFlowModule:
 def test_loss_is_reverse_kl_and_its_bound_stays_below_the_exact_log_z():
     module = free_module()
     torch.manual_seed(0)
-    x, log_q, action = module.draw(4096)
+    x, log_q, action, _ = module.draw(4096)
     # log q from the prior and the flow's log-det, S from the action: the loss is their mean
     z, logdet = module.flow.encode(x)
     assert torch.allclose(log_q, module.prior.log_prob(z) - logdet, atol=1e-3)
@@ -74,13 +76,13 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
     def loss() -> float:
         torch.manual_seed(5)
         with torch.no_grad():
-            _, log_q, action = module.draw(1024)
+            _, log_q, action, _ = module.draw(1024)
         return (log_q + action).mean().item()
 
     before = loss()
     trainer = L.Trainer(max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, accelerator="cpu", default_root_dir=tmp_path)
-    trainer.fit(module, datamodule=FlowDrawsDataModule(steps_per_epoch=30))
+    trainer.fit(module, datamodule=FlowDrawsDataModule(steps_per_epoch=30, val_steps=0, test_steps=0))
     after = loss()
     assert after < before - 50, (before, after)  # from ~400 (identity flow, unit latents) towards -ln Z = 14.2
     logged = set(trainer.logged_metrics)
@@ -91,7 +93,7 @@ def test_draws_data_module_counts_steps():
     dm = FlowDrawsDataModule(steps_per_epoch=7, val_steps=2, test_steps=0)
     assert (len(dm.train_dataloader()), len(dm.val_dataloader()), len(dm.test_dataloader())) == (7, 2, 0)
     with pytest.raises(ValueError, match="steps_per_epoch"):
-        FlowDrawsDataModule(steps_per_epoch=0)
+        FlowDrawsDataModule(steps_per_epoch=0, val_steps=1, test_steps=1)
 
 
 # -- configs and train.py ------------------------------------------------------------------------
@@ -106,8 +108,19 @@ def test_lattice_experiments_compose_into_an_action_and_float32(tmp_path, experi
     assert cfg.callbacks.model_checkpoint.monitor == "val/log_z_bound" and "sample_grid" not in cfg.callbacks
     module = build_lattice_module(cfg)
     assert module.size == 8 and module.target.channels == 2
+    assert module.flow.block_size == 4 and module.flow.num_levels == 2 and module.flow.depth == 2  # hierarchical
     if experiment == "lattice_phi4_critical":
         assert module.target.kappa == 0.6 and module.target.lam == 1.145
+
+
+def test_lattice_size_16_adds_a_level_and_the_prior_is_the_configured_one(tmp_path):
+    cfg = compose_cfg(tmp_path, "experiment=lattice_free", "lattice.size=16", "prior.learn_scale=true")
+    module = build_lattice_module(cfg)
+    assert module.size == 16 and module.flow.num_levels == 3 and module.flow.block_size == 4
+    assert module.prior.log_scale is not None and module.prior.log_scale.numel() == 3  # one scale per level
+    assert module.exact_log_z == pytest.approx(-56.939147, abs=1e-6)
+    with pytest.raises(UserError, match="lattice.size=12"):
+        build_lattice_module(compose_cfg(tmp_path, "experiment=lattice_free", "lattice.size=12"))
 
 
 def test_an_unknown_action_is_a_user_error(tmp_path):
@@ -147,7 +160,7 @@ def test_resuming_a_lattice_run_continues_its_steps(tmp_path):
 def test_lattice_app_prints_observables_next_to_the_exact_values(lattice_run, tmp_path, capsys):
     _, results = lattice_run
     cfg = compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "n=512", config="lattice")
-    report = lattice_tasks.lattice(cfg)
+    report = report_checkpoint(cfg, *load_module(cfg.ckpt, LatticeFlowModule))
     out = capsys.readouterr().out
     assert "reference: exact (free field)" in out
     for exact in ("-14.217202 (exact)", "2.000000 (exact)", "0.317593 (exact)", "0.014841 (exact)"):
@@ -156,13 +169,20 @@ def test_lattice_app_prints_observables_next_to_the_exact_values(lattice_run, tm
                  "chi (reweighted)", "chi (IMH chain)", "<phi^2> (reweighted)", "G(4) (reweighted)"):
         assert name in out, name
     assert report.row("ln Z (bound)").flow[0] <= EXACT_LOG_Z + 1.0
+    written = json.loads((tmp_path / "run" / "lattice_report.json").read_text())
+    keys = {"action", "size", "levels", "block_size", "n", "ess", "log_z", "log_z_err", "chi", "chi_err", "chi_imh",
+            "chi_imh_err", "acceptance", "tau_imh", "reference", "checkpoint"}
+    assert keys <= set(written), keys - set(written)
+    assert (written["size"], written["levels"], written["block_size"], written["n"]) == (8, 2, 4, 512)
+    assert written["log_z"] == pytest.approx(report.row("ln Z (estimate)").flow[0])
+    assert written["reference"]["exact"] and written["reference"]["log_z"][0] == pytest.approx(EXACT_LOG_Z, abs=1e-5)
 
 
 def test_lattice_app_bulk_comparison_writes_the_correlation_plot(lattice_run, tmp_path, capsys):
     _, results = lattice_run
     cfg = compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "n=64", "bulk.enabled=true", "bulk.chains=4",
                       "bulk.trajectories=10", "bulk.leapfrog=3", config="lattice")
-    lattice_tasks.lattice(cfg)
+    report_checkpoint(cfg, *load_module(cfg.ckpt, LatticeFlowModule))
     out = capsys.readouterr().out
     assert "HMC in latent space" in out and "HMC in field space" in out
     assert (tmp_path / "run" / "bulk_correlations.png").is_file()
@@ -188,7 +208,7 @@ def test_reference_lookup_knows_the_exact_free_field_and_the_monte_carlo_table()
     expected = [0.317593, 0.107292, 0.042180, 0.020259, 0.014841]
     assert [g for g, _ in free.two_point] == pytest.approx(expected, abs=1e-6)
     massive = lookup("complex_phi4", {"kappa": 0.2, "lam": 1.145}, 8)
-    assert massive.chi == (1.872, 0.010) and len(massive.two_point) == 5 and massive.notes
+    assert massive.chi == (1.8481, 0.0024) and len(massive.two_point) == 5
     same = lookup("complex_phi4", {"t": 0.2, "mu": 1 - 2 * 1.145, "lam": 1.145}, 8)  # the (t, mu, lam) form
     assert same is massive
     assert lookup("complex_phi4", {"kappa": 0.6, "lam": 1.145}, 8).chi == (68.62, 0.07)
@@ -200,16 +220,16 @@ def test_reference_lookup_knows_the_exact_free_field_and_the_monte_carlo_table()
 def test_short_free_field_training_gets_close_to_the_exact_log_z():
     """600 steps (about 30 s on one thread): the importance-sampling ln Z is already within 0.05 (+ 3 sigma)."""
     torch.manual_seed(0)
-    module = LatticeFlowModule(action=FREE, size=8, batch_size=128, eval_samples=8192,
+    module = LatticeFlowModule(action=FREE, size=8, batch_size=128, eval_samples=8192, prior=GAUSSIAN,
                                architecture={"block_size": 8, "hidden": 32, "num_res_blocks": 1, "mlp_depth": 2,
-                                             "couplings": [2]},  # experiment=lattice_free's flow
+                                             "couplings": [2]},  # one level of 8x8 blocks: the fastest to train
                                optim={**OPTIM, "lr": 1e-2, "warmup_steps": 50, "cosine": True, "min_lr_ratio": 0.05})
     trainer = L.Trainer(max_steps=600, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu", limit_val_batches=0)
-    trainer.fit(module, datamodule=FlowDrawsDataModule(steps_per_epoch=600))
+    trainer.fit(module, datamodule=FlowDrawsDataModule(steps_per_epoch=600, val_steps=0, test_steps=0))
     module.eval()
     log_w, chi = module.draw_log_weights(16384)
     metrics = evaluation_metrics(log_w, chi, module.exact_log_z)
-    assert metrics["ess"] > 0.02 and metrics["log_z_bound"] > -16.0, metrics  # ESS 0.91 after the experiment's 10000
+    assert metrics["ess"] > 0.02 and metrics["log_z_bound"] > -16.0, metrics  # 8x8: ESS 0.91 after 10000
     assert abs(metrics["log_z_exact_gap"]) < 0.05 + 3 * metrics["log_z_error"], metrics
     assert metrics["chi"] == pytest.approx(2.0, abs=0.15)

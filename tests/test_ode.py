@@ -18,7 +18,7 @@ from .apps import QUICK, compose_cfg
 from .conftest import perturbed_flow
 from .test_flow import jacobian_logdet
 
-TINY_ODE = ["model=ode", "model.hidden=8", "model.depth=1", "model.steps=[1]"]
+TINY_ODE = ["model=ode", "model.hidden=8", "model.mlp_depth=1", "model.steps=[1]"]
 
 
 def rotate(x: torch.Tensor, angle: float) -> torch.Tensor:
@@ -189,7 +189,7 @@ def test_ode_model_trains_on_images_with_the_hydra_config(tmp_path):
 
 def test_one_reverse_kl_step_of_an_o2_ode_flow_on_the_free_field():
     action = build_action("free_complex", t=1.0, mu=4.5)
-    flow = RGFlow(2, 8, bijection="ode", symmetry="o2", hidden=8, depth=1, steps=1)
+    flow = RGFlow(2, 8, bijection="ode", symmetry="o2", hidden=8, mlp_depth=1, steps=1)
     prior = GaussianPrior(2, 8)
     opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
     losses = []
@@ -205,7 +205,7 @@ def test_one_reverse_kl_step_of_an_o2_ode_flow_on_the_free_field():
 
 
 def test_image_model_with_an_ode_flow_samples_and_scores():
-    model = RGFlowModel.build(1, 8, bijection="ode", hidden=8, depth=1, steps=1)
+    model = RGFlowModel.build(1, 8, bijection="ode", hidden=8, mlp_depth=1, steps=1)
     images = model.sample(3)
     assert images.shape == (3, 1, 8, 8) and images.dtype == torch.long
     assert torch.isfinite(model.bpd(images)).all()
@@ -216,8 +216,8 @@ def test_the_hierarchy_analyses_run_on_an_ode_model():
     from rgflow_vision import analysis
 
     torch.manual_seed(0)
-    model = RGFlowModel.build(1, 8, bijection="ode", hidden=8, depth=1, steps=1)
-    model.flow = perturbed_flow(1, 8, bijection="ode", hidden=8, depth=1, steps=1)
+    model = RGFlowModel.build(1, 8, bijection="ode", hidden=8, mlp_depth=1, steps=1)
+    model.flow = perturbed_flow(1, 8, bijection="ode", hidden=8, mlp_depth=1, steps=1)
     fields = analysis.receptive_fields(model.flow, model.prior, num_samples=1, max_sites=2)
     assert len(fields.mean_maps) == model.flow.num_levels and all((m >= 0).all() for m in fields.mean_maps)
     x = torch.randint(0, 256, (2, 1, 8, 8))

@@ -53,15 +53,15 @@ class InpaintResult:
     history: list[float] = field(default_factory=list)
 
 
-def corruption_cone(mask: torch.Tensor, block_size: int = 4) -> torch.Tensor:
+def corruption_cone(mask: torch.Tensor, block_size: int = 4, depth: int = 1) -> torch.Tensor:
     """Latent sites whose decode Jacobian touches the pixels in ``mask`` (``(L, L)`` or ``(B, L, L)``).
 
     Latent ``l`` moves pixel ``p`` iff ``p`` is in the decode cone of ``l`` iff ``l`` is in the
     encode cone of ``p``: the encode-direction causal cone of the mask.
     """
     if mask.dim() == 2:
-        return causal_cone(mask, block_size, direction="encode")
-    return torch.stack([causal_cone(m, block_size, direction="encode") for m in mask])
+        return causal_cone(mask, block_size, "encode", depth)
+    return torch.stack([causal_cone(m, block_size, "encode", depth) for m in mask])
 
 
 def box_masks(image_size: int, size: int, n: int = 1, at=None, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -150,7 +150,7 @@ class ConeEncoder:
         state = reference
         with torch.no_grad():
             for h in range(flow.num_levels):
-                for bijection, shift in ((flow.disentanglers[h], k // 2), (flow.decimators[h], 0)):
+                for bijection, shift in flow.level_layers(h):
                     b, c, m, _ = state.shape
                     touched = to_blocks(reached, k, shift).amax(dim=1).bool()  # (B * blocks,)
                     out, logdet = bijection(to_blocks(state, k, shift))
@@ -167,8 +167,8 @@ class ConeEncoder:
         k, batch = self.flow.block_size, self.batch
         logdet = x.new_zeros(batch, dtype=torch.promote_types(x.dtype, torch.float32))
         levels, state, layers = [], x, iter(self.layers)
-        for _ in range(self.flow.num_levels):
-            for _ in range(2):
+        for h in range(self.flow.num_levels):
+            for _ in self.flow.level_layers(h):
                 bijection, shift, rows, recorded = next(layers)
                 b, c, m, _ = state.shape
                 out, ld = bijection(to_blocks(state, k, shift).index_select(0, rows))
@@ -222,9 +222,10 @@ def inpaint(
         y_obs, z0 = encode_midbin(model, x_corrupted)
         y_start = y_obs if start == "corrupted" else encode_midbin(model, harmonic_fill(x_corrupted, mask))[0]
         hole = mask[:, None].expand(-1, channels, -1, -1).to(y_obs.device)
-        sites = corruption_cone(mask, flow.block_size) if cone else torch.ones_like(mask)
+        depth = flow.depth
+        sites = corruption_cone(mask, flow.block_size, depth) if cone else torch.ones_like(mask)
         latent_mask = sites[:, None].expand(-1, channels, -1, -1).to(z0.device)
-        footprint = torch.stack([causal_cone(s, flow.block_size, direction="decode") for s in sites])
+        footprint = torch.stack([causal_cone(s, flow.block_size, "decode", depth) for s in sites])
         if cone:
             encoder = ConeEncoder(flow, y_obs, mask)
             free = y_start[hole].clone()

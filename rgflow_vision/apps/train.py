@@ -38,7 +38,7 @@ def build_module(cfg: DictConfig, datamodule) -> L.LightningModule:
     data's shape. Its arguments arrive as plain values, which the checkpoint saves as they are."""
     if cfg.get("action") and cfg.module._target_.endswith(".FlowLitModule"):
         # Lattice experiments that still name an action but not module=lattice (until they switch).
-        from ..training.lattice_module import build_lattice_module
+        from ..lattice.module import build_lattice_module
 
         return build_lattice_module(cfg, datamodule)
     with config_errors("model"):

@@ -10,14 +10,12 @@ from .celeba import CelebADataModule
 from .cifar10 import CIFAR10DataModule
 from .digits import DigitsDataModule
 from .folder import ImageFolderDataModule
-from .lattice import FlowDrawsDataModule
 from .mnist import MNISTDataModule
 
 __all__ = [
     "CIFAR10DataModule",
     "CelebADataModule",
     "DigitsDataModule",
-    "FlowDrawsDataModule",
     "ImageDataModule",
     "ImageFolderDataModule",
     "MNISTDataModule",

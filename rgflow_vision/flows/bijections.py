@@ -36,11 +36,11 @@ def realnvp(channels: int, block_size: int, level: int, *, symmetry: str | None 
 
 
 def neural_ode(channels: int, block_size: int, level: int, *, symmetry: str | None = None, hidden: int = 64,
-               depth: int = 2, steps: Sequence[int] | int = 4, scheme: str = "rk4", rate: float = 0.5,
+               mlp_depth: int = 2, steps: Sequence[int] | int = 4, scheme: str = "rk4", rate: float = 0.5,
                explicit: str = "encode", reversible: bool = False) -> nn.Module:
     """The neural-ODE block (see :mod:`.ode`); ``symmetry`` ``"z2"`` or ``"o2"`` is built into its velocity."""
     steps = at_level(steps, level, "ODE steps")
-    block = ODEBlock(channels, block_size, steps, hidden, depth, symmetry, scheme, rate, explicit)
+    block = ODEBlock(channels, block_size, steps, hidden, mlp_depth, symmetry, scheme, rate, explicit)
     block.reversible = reversible  # raises for True
     return block
 

@@ -34,9 +34,10 @@ def level_map(image_size: int, block_size: int = 4) -> torch.Tensor:
     return levels
 
 
-def layer_schedule(levels: int, block_size: int = 4) -> list[tuple[int, int]]:
-    """``(level, shift)`` of every layer in the RG (encode) direction: disentangler, then decimator."""
-    return [(h, shift) for h in range(levels) for shift in (block_size // 2, 0)]
+def layer_schedule(levels: int, block_size: int = 4, depth: int = 1) -> list[tuple[int, int]]:
+    """``(level, shift)`` of every layer in the RG (encode) direction: ``depth`` times a
+    disentangler, then a decimator, per level."""
+    return [(h, shift) for h in range(levels) for _ in range(depth) for shift in (block_size // 2, 0)]
 
 
 def to_blocks(x: torch.Tensor, block_size: int, shift: int) -> torch.Tensor:
@@ -64,7 +65,7 @@ def interleave(fine: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def causal_cone(sites: torch.Tensor, block_size: int = 4, direction: str = "encode") -> torch.Tensor:
+def causal_cone(sites: torch.Tensor, block_size: int = 4, direction: str = "encode", depth: int = 1) -> torch.Tensor:
     """Sites that can depend on ``sites`` (a boolean ``(L, L)`` mask), from the geometry alone.
 
     ``direction="encode"``: the latents (in ``z``'s layout) that a change of the pixels in
@@ -75,7 +76,7 @@ def causal_cone(sites: torch.Tensor, block_size: int = 4, direction: str = "enco
     if direction not in ("encode", "decode"):
         raise ValueError(f"direction must be 'encode' or 'decode', got {direction!r}")
     size = sites.shape[-1]
-    schedule = layer_schedule(num_levels(size, block_size), block_size)
+    schedule = layer_schedule(num_levels(size, block_size), block_size, depth)
     if direction == "decode":
         schedule = schedule[::-1]
     cone = sites.bool().clone()

@@ -1,6 +1,15 @@
-"""Lattice field theory with RG-Flow: actions, a checkerboard Metropolis reference sampler,
-estimators for flow samples, and the holographic (bulk) view. Imports torch, the flow and the
-priors only (matplotlib lazily, for plots)."""
+"""Lattice field theory with RG-Flow, the whole feature in one folder:
+
+- ``actions``: free complex field (exact ln Z, G(r)), complex and real phi^4;
+- ``metropolis``: the checkerboard Metropolis reference sampler; ``reference``: known values;
+- ``observables`` and ``estimators``: ESS, ln Z, reweighting, independence Metropolis, errors, tau_int;
+- ``bulk``: the holographic view (S_eff, latent and field HMC, bulk correlations and their picture);
+- ``diagnostics``: where a hierarchical flow loses KL (exact Gaussian floor, per-level latent KL);
+- ``module`` and ``datamodule``: the LightningModule trained by reverse KL and its step counter;
+- ``report``: what ``lattice.py`` prints and writes (``lattice_report.json``).
+
+Imports torch, Lightning, the flow, the priors and the model's sampler (matplotlib lazily); never
+``training`` or ``apps``."""
 
 from .actions import (
     ACTIONS,
@@ -24,9 +33,9 @@ from .bulk import (
     latent_hmc,
     lattice_distance,
     plot_bulk_correlations,
-    sample_flow,
     tree_distance,
 )
+from .datamodule import FlowDrawsDataModule
 from .estimators import (
     AutocorrelationTime,
     IndependenceMetropolis,
@@ -43,6 +52,7 @@ from .estimators import (
     reverse_kl,
     reweight,
 )
+from .module import LatticeFlowModule, build_lattice_module, evaluation_metrics
 from .metropolis import MetropolisResult, checkerboard_masks, metropolis, metropolis_sweep
 from .observables import (
     DEFAULT_OBSERVABLES,
@@ -60,10 +70,12 @@ __all__ = [
     "BulkCorrelations",
     "ComplexPhi4",
     "DEFAULT_OBSERVABLES",
+    "FlowDrawsDataModule",
     "FreeComplexField",
     "HMCResult",
     "IndependenceMetropolis",
     "LatticeAction",
+    "LatticeFlowModule",
     "LogZ",
     "MetropolisResult",
     "RealPhi4",
@@ -72,12 +84,14 @@ __all__ = [
     "binned_error",
     "bond_sum",
     "build_action",
+    "build_lattice_module",
     "bulk_correlations",
     "chain_mean",
     "checkerboard_masks",
     "correlation_by_level",
     "effective_action",
     "ess",
+    "evaluation_metrics",
     "hmc",
     "hyperbolic_distance",
     "independence_metropolis",
@@ -96,7 +110,6 @@ __all__ = [
     "plot_bulk_correlations",
     "reverse_kl",
     "reweight",
-    "sample_flow",
     "susceptibility",
     "tree_distance",
     "two_point",

@@ -21,27 +21,6 @@ from pathlib import Path
 import torch
 
 
-def sample_flow(
-    flow,
-    prior,
-    n: int,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-    dtype: torch.dtype | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Draw ``z ~ prior`` and decode: ``(x, log q(x), z)`` with ``log q(x) = log p(z) - log|det dx/dz|``.
-
-    ``dtype`` casts the prior samples (the priors draw in the default dtype), e.g. float64 for
-    precise importance weights.
-    Differentiable through the flow (the reverse-KL loss is ``mean(log q + S(x))``, see
-    :func:`.estimators.reverse_kl`); wrap in ``torch.no_grad()`` for evaluation.
-    """
-    z = prior.sample(n, temperature=temperature, generator=generator)
-    z = z if dtype is None else z.to(dtype)
-    x, logdet = flow.decode(z)
-    return x, prior.log_prob(z, temperature) - logdet, z
-
-
 def effective_action(
     flow, action: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:

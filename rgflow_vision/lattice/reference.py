@@ -46,15 +46,10 @@ MONTE_CARLO = {
     ("real_phi4", (-4.0, 6.975), 6): Reference(source="lattice.md (checkerboard Metropolis)", chi=(1.0691, 0.0034)),
     ("real_phi4", (-4.0, 6.008), 8): Reference(source="lattice.md (checkerboard Metropolis)", chi=(1.898, 0.008)),
     ("complex_phi4", (0.2, 1.145), 8): Reference(
-        source="lattice.md (checkerboard Metropolis), massive phase",
-        chi=(1.872, 0.010),
-        phi2=(0.8275, 0.00005),
-        two_point=_g([0.8275, 0.1412, 0.0253, 0.0047, 0.0009]),
-        notes=[
-            "this repository's Metropolis gives chi = 1.8488(15) and field-space HMC 1.8474(25) "
-            "(tests/test_lattice_metropolis.py), 2.3 sigma below the reference",
-            "G(4) = .0009 ignores the second periodic image at r = L/2; Metropolis and HMC give .0017-.0019",
-        ],
+        source="lattice.md (checkerboard Metropolis, 3 x 1024 chains, corrected 2026-11-30), massive phase",
+        chi=(1.8481, 0.0024),
+        phi2=(0.82734, 0.00005),
+        two_point=[(0.82734, 0.00005), (0.14108, 0.00004), (0.02531, 0.00004), (0.00490, 0.00005), (0.00180, 0.00004)],
     ),
     ("complex_phi4", (0.6, 1.145), 8): Reference(
         source="lattice.md (checkerboard Metropolis), critical (quasi-long-range order)", chi=(68.62, 0.07)

@@ -26,7 +26,7 @@ class FlowDrawsDataModule(LightningDataModule):
     batch, so one step sees ``world_size x batch_size`` configurations).
     """
 
-    def __init__(self, steps_per_epoch: int = 100, val_steps: int = 1, test_steps: int = 1):
+    def __init__(self, steps_per_epoch: int, val_steps: int, test_steps: int):
         super().__init__()
         for name, value in (("steps_per_epoch", steps_per_epoch), ("val_steps", val_steps), ("test_steps", test_steps)):
             if int(value) < (1 if name == "steps_per_epoch" else 0):

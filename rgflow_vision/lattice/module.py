@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torchmetrics import CatMetric
 
 from ..errors import UserError
 from ..flows import RGFlow
-from ..lattice import FreeComplexField, build_action, ess, log_weights, log_z, reverse_kl, sample_flow
-from ..lattice.observables import susceptibility
-from ..priors import GaussianPrior
-from ..sizes import is_power_of_two
-from .checkpoint import to_dict
-from .module import TrainingBase
+from ..lightning_base import TrainingBase
+from ..model import sample_and_log_prob
+from ..priors import build_prior
+from .actions import FreeComplexField, build_action
+from .estimators import ess, log_weights, log_z, reverse_kl
+from .observables import susceptibility
 
 EVAL_CHUNK = 1024  # configurations decoded at once in evaluation: bounds memory, not the result
 
 
 class LatticeFlowModule(TrainingBase):
-    """Variational training of ``q(x)`` = RGFlow with a Gaussian prior towards ``p(x) = exp(-S(x))/Z``.
+    """Variational training of ``q(x)`` = RGFlow with a prior (``prior``: ``{name, learn_scale}``, Gaussian
+    in the experiments) towards ``p(x) = exp(-S(x))/Z``. Every argument is required: the defaults live in
+    conf/dataset/lattice.yaml (sizes), conf/model/lattice.yaml (flow) and conf/train.yaml (optim).
 
     The loss is the reverse KL ``E_{x~q}[log q(x) + S(x)] = KL(q||p) - ln Z``, on ``batch_size`` fresh
     draws per step, so ``-loss`` is a lower bound on ``ln Z``. The fields are the flow's output as
@@ -33,24 +35,27 @@ class LatticeFlowModule(TrainingBase):
     field), ``log_z_exact_gap`` (estimate - exact) and ``kl`` (exact - bound = KL(q||p) >= 0).
     """
 
-    REQUIRED_HPARAMS = ("action", "size", "architecture")
+    REQUIRED_HPARAMS = ("action", "size", "architecture", "prior")
     KIND = "a lattice training"
 
     def __init__(
         self,
         action: dict,
-        size: int = 8,
-        architecture: dict | None = None,
-        batch_size: int = 256,
-        eval_samples: int = 4096,
+        size: int,
+        architecture: dict,
+        prior: dict,
+        batch_size: int,
+        eval_samples: int,
         optim: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.target = build_action(**action)
         self.size = int(size)
-        self.flow = RGFlow(self.target.channels, self.size, **(architecture or {}))
-        self.prior = GaussianPrior(self.target.channels, self.size)
+        self.flow = RGFlow(self.target.channels, self.size, **architecture)
+        level_map = self.flow.level_map() if prior.get("learn_scale") else None
+        self.prior = build_prior(prior["name"], self.target.channels, self.size, level_map=level_map,
+                                 learn_scale=bool(prior.get("learn_scale")))
         self.batch_size, self.eval_samples = int(batch_size), int(eval_samples)
         self.optim = dict(optim or {})
         self.exact_log_z = self.target.log_z(self.size) if isinstance(self.target, FreeComplexField) else None
@@ -59,20 +64,19 @@ class LatticeFlowModule(TrainingBase):
 
     # -- drawing -------------------------------------------------------------------------------
 
-    def draw(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``n`` flow configurations ``(x, log q(x), S(x))``, differentiable unless under no_grad."""
-        x, log_q, _ = sample_flow(self.flow, self.prior, n, generator=generator)
-        return x, log_q, self.target(x)
+    def draw(
+        self, n: int, generator: torch.Generator | None = None, chunk: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``n`` flow configurations ``(x, log q(x), S(x), z)``, differentiable unless under no_grad;
+        ``chunk`` bounds how many are decoded at once."""
+        x, log_q, z = sample_and_log_prob(self.flow, self.prior, n, generator=generator, chunk=chunk)
+        return x, log_q, self.target(x), z
 
     @torch.no_grad()
     def draw_log_weights(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log w, chi)`` of ``n`` fresh configurations, in chunks, float64 weights."""
-        log_ws, chis = [], []
-        for start in range(0, n, EVAL_CHUNK):
-            x, log_q, action = self.draw(min(EVAL_CHUNK, n - start), generator)
-            log_ws.append(log_weights(log_q, action))
-            chis.append(susceptibility(x.double()))
-        return torch.cat(log_ws), torch.cat(chis)
+        """``(log w, chi)`` of ``n`` fresh configurations, decoded in chunks, float64 weights."""
+        x, log_q, action, _ = self.draw(n, generator, chunk=EVAL_CHUNK)
+        return log_weights(log_q, action), susceptibility(x.double())
 
     def setup(self, stage: str) -> None:
         # seed_everything gives every DDP rank the same stream, and identical draws on every rank would make the
@@ -83,7 +87,7 @@ class LatticeFlowModule(TrainingBase):
     # -- steps ---------------------------------------------------------------------------------
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        _, log_q, action = self.draw(self.batch_size)
+        _, log_q, action, _ = self.draw(self.batch_size)
         loss = reverse_kl(log_q, action)
         self._stop_if_not_finite(loss)
         step_ess = ess(log_weights(log_q.detach(), action.detach()))
@@ -143,29 +147,26 @@ def evaluation_metrics(log_w: torch.Tensor, chi: torch.Tensor, exact_log_z: floa
 
 
 def build_lattice_module(cfg: DictConfig, datamodule=None) -> LatticeFlowModule:
-    """The module a ``train.py`` config with ``action: {name: ..., ...}`` asks for.
-
-    ``lattice.size``, ``lattice.batch_size`` and ``lattice.eval_samples`` size the problem; ``model``
-    is the flow's architecture; the prior is always Gaussian (``prior`` is ignored).
-    """
-    action = to_dict(cfg.action)
-    lattice = to_dict(cfg.get("lattice"))
+    """The module a ``train.py`` config with ``action: {name: ..., ...}`` asks for: ``lattice.size``,
+    ``lattice.batch_size`` and ``lattice.eval_samples`` (conf/dataset/lattice.yaml) size the problem,
+    ``model`` is the flow, ``prior`` its latent distribution, ``optim`` the optimiser."""
+    plain = {key: OmegaConf.to_container(cfg[key], resolve=True) if cfg.get(key) is not None else None
+             for key in ("action", "lattice", "model", "prior", "optim")}
+    action, lattice = plain["action"], plain["lattice"]
+    if lattice is None:
+        raise UserError("a lattice action needs the lattice sizes: add dataset=lattice (or experiment=lattice_free)")
     try:
         build_action(**action)
     except (TypeError, ValueError) as error:
         raise UserError(f"action={action} is not a lattice action ({error}): e.g. action={{name: free_complex, "
                         "t: 1, mu: 4.5}, or complex_phi4 with kappa and lam, or real_phi4 with m2 and lam") from None
-    size = int(lattice.get("size", 8))
-    if size < 4 or not is_power_of_two(size):
-        raise UserError(f"lattice.size={size}: RG-Flow needs a power of two >= 4 (e.g. 8)")
-    return LatticeFlowModule(
-        action=action,
-        size=size,
-        architecture=to_dict(cfg.model),
-        batch_size=int(lattice.get("batch_size", 256)),
-        eval_samples=int(lattice.get("eval_samples", 4096)),
-        optim=to_dict(cfg.optim),
-    )
+    try:
+        return LatticeFlowModule(action=action, size=lattice["size"], architecture=plain["model"],
+                                 prior=plain["prior"], batch_size=lattice["batch_size"],
+                                 eval_samples=lattice["eval_samples"], optim=plain["optim"])
+    except ValueError as error:  # the flow's own check of the sizes, in one sentence
+        raise UserError(f"lattice.size={lattice['size']}, model.block_size={plain['model'].get('block_size')}: "
+                        f"{error}") from None
 
 
 __all__ = ["LatticeFlowModule", "build_lattice_module", "evaluation_metrics"]

@@ -1,0 +1,92 @@
+"""What every RG-Flow LightningModule shares (images and lattice): AdamW with warm-up and cosine
+decay, a clear stop on a non-finite loss, random streams saved in checkpoints. Below both
+``training`` and ``lattice``, so that neither imports the other."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+
+from .errors import UserError
+
+
+class NonFiniteLossError(UserError):
+    """The loss became NaN or infinite; training stops before the bad step reaches a checkpoint."""
+
+
+class TrainingBase(L.LightningModule):
+    """What every RG-Flow training shares: AdamW with warm-up and cosine decay, a clear stop on a
+    non-finite loss, and the random streams saved in checkpoints so that resuming is exact.
+
+    Subclasses set ``self.optim`` (the ``optim`` block of conf/train.yaml, where its defaults live) and
+    list in ``REQUIRED_HPARAMS`` the constructor arguments a checkpoint must hold to rebuild them.
+    """
+
+    REQUIRED_HPARAMS: tuple[str, ...] = ()
+    KIND = "a training"  # for messages: "pass a checkpoint of <KIND> run"
+
+    def _stop_if_not_finite(self, loss: torch.Tensor) -> None:
+        finite = bool(torch.isfinite(loss))
+        if self.trainer is not None and self.trainer.world_size > 1:  # every rank must stop together
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            raise NonFiniteLossError(
+                f"the loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+                "the checkpoints written before it are intact: resume from the last one with a lower optim.lr "
+                "or stronger trainer.gradient_clip_val"
+            )
+
+    def configure_optimizers(self):
+        o = self.optim
+        missing = [k for k in OPTIM_KEYS if k not in o]
+        if missing:
+            raise UserError(f"optim lacks {', '.join(missing)}: pass every key of the optim block in conf/train.yaml")
+        params = [p for p in self.parameters() if p.requires_grad]
+        # The fused kernel exists for CPU and CUDA float tensors; it is one kernel per step instead of many.
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        optimizer = torch.optim.AdamW(
+            params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"], fused=fused
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(o["warmup_steps"], total if o["cosine"] else None, o["min_lr_ratio"])
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning restores model, optimizer, schedule, step and callbacks, but not the random
+        # streams (dequantisation noise, shuffling, flow draws): keep them so a resumed run is the same run.
+        states = _collect_rng_states(include_cuda=torch.cuda.is_available())
+        kind, keys, *rest = states["numpy"]  # as a tensor, so checkpoints load with weights_only=True
+        checkpoint["rng_states"] = {**states, "numpy": (kind, torch.from_numpy(keys.copy()), *rest)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
+            states = dict(checkpoint["rng_states"])
+            kind, keys, *rest = states["numpy"]
+            _set_rng_states({**states, "numpy": (kind, keys.numpy(), *rest)})
+            if self.global_rank > 0:  # the checkpoint holds rank 0's streams; other ranks must differ
+                torch.manual_seed(int(torch.randint(2**62, ())) + self.global_rank)
+
+
+# What configure_optimizers reads; the values are in conf/train.yaml (optim), and nowhere else.
+OPTIM_KEYS = ("lr", "weight_decay", "betas", "warmup_steps", "cosine", "min_lr_ratio")
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int | None, min_ratio: float = 0.0):
+    """LR multiplier: linear warm-up over ``warmup_steps``, then cosine decay to ``min_ratio`` at
+    ``total_steps`` (constant after warm-up when ``total_steps`` is None)."""
+
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if total_steps is None or total_steps <= warmup_steps:
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
