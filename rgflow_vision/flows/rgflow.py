@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -19,8 +21,8 @@ class RGFlow(nn.Module):
     sublattice are its latents, so ``z[..., ::2**h, ::2**h]`` holds the levels ``>= h``.
 
     ``bijection`` picks the block bijection from :data:`~.bijections.BIJECTIONS`: ``"rnvp"``
-    (RealNVP couplings, the default) or ``"ode"`` (a neural ODE); ``options`` are its own
-    keywords. ``symmetry`` (``"z2"``: odd; ``"o2"``: two channels rotated at every site) is
+    (RealNVP couplings, the default) or ``"ode"`` (a neural ODE), or is such a builder itself;
+    ``options`` are its own keywords. ``symmetry`` (``"z2"``: odd; ``"o2"``: two channels rotated at every site) is
     built into the ODE's velocity and makes the whole flow equivariant.
 
     The defaults are a small configuration for CPU work. The paper's is
@@ -35,21 +37,22 @@ class RGFlow(nn.Module):
         image_size: int,
         *,
         block_size: int = 4,
-        bijection: str = "rnvp",
+        bijection: str | Callable[..., nn.Module] = "rnvp",
         symmetry: str | None = None,
         **options,
     ):
         super().__init__()
         if channels < 1:
             raise ValueError(f"channels must be a positive number, got {channels}")
-        if bijection not in BIJECTIONS:
+        if isinstance(bijection, str) and bijection not in BIJECTIONS:
             raise ValueError(f"unknown bijection {bijection!r}: use one of {sorted(BIJECTIONS)}")
+        build = BIJECTIONS[bijection] if isinstance(bijection, str) else bijection
         self.num_levels = geometry.num_levels(image_size, block_size)
         self.channels, self.image_size, self.block_size = channels, image_size, block_size
         self.bijection, self.symmetry = bijection, symmetry
 
         def layer(h):
-            return BIJECTIONS[bijection](channels, block_size, h, symmetry=symmetry, **options)
+            return build(channels, block_size, h, symmetry=symmetry, **options)
 
         self.disentanglers = nn.ModuleList(layer(h) for h in range(self.num_levels))
         self.decimators = nn.ModuleList(layer(h) for h in range(self.num_levels))
