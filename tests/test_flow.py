@@ -184,6 +184,14 @@ def test_paper_configuration_has_the_papers_parameter_count():
     assert [len(d.couplings) for d in flow.decimators] == [8, 6, 4, 2]
 
 
+def test_a_builder_can_be_passed_instead_of_a_registered_name():
+    from rgflow_vision.flows import BIJECTIONS
+
+    named = RGFlow(1, 8, bijection="ode", hidden=8, depth=1, steps=1)
+    direct = RGFlow(1, 8, bijection=BIJECTIONS["ode"], hidden=8, depth=1, steps=1)
+    assert named.state_dict().keys() == direct.state_dict().keys()
+
+
 def test_deeper_levels_reuse_the_last_coupling_count():
     flow = RGFlow(1, 64, hidden=8, num_res_blocks=1, couplings=(3, 1))
     assert [len(d.couplings) for d in flow.disentanglers] == [3, 1, 1, 1, 1]

@@ -4,7 +4,8 @@
 ``build(channels, block_size, level, symmetry=..., **options)`` returns a module that maps
 ``(N, C*K*K)`` block vectors with ``forward(x, inverse=False) -> (y, logdet)``, exact in both
 directions, and has a ``reversible`` attribute. The options are the builder's own keyword
-arguments (the Hydra ``model`` keys). Register another bijection by adding it to ``BIJECTIONS``.
+arguments (the Hydra ``model`` keys). Register another bijection by adding it to ``BIJECTIONS``,
+or pass its builder itself: ``RGFlow(C, L, bijection=build)``.
 """
 
 from __future__ import annotations

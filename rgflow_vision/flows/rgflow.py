@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -19,8 +21,8 @@ class RGFlow(nn.Module):
     sublattice are its latents, so ``z[..., ::2**h, ::2**h]`` holds the levels ``>= h``.
 
     ``bijection`` picks the block bijection from :data:`~.bijections.BIJECTIONS`: ``"rnvp"``
-    (RealNVP couplings, the default) or ``"ode"`` (a neural ODE); ``options`` are its own
-    keywords. ``symmetry`` (``"z2"``: odd; ``"o2"``: two channels rotated at every site) is
+    (RealNVP couplings, the default) or ``"ode"`` (a neural ODE), or is such a builder itself;
+    ``options`` are its own keywords. ``symmetry`` (``"z2"``: odd; ``"o2"``: two channels rotated at every site) is
     built into the ODE's velocity and makes the whole flow equivariant.
 
     ``depth`` repeats the (disentangler, decimator) pair at every level: a level is ``depth``
@@ -42,7 +44,7 @@ class RGFlow(nn.Module):
         image_size: int,
         *,
         block_size: int = 4,
-        bijection: str = "rnvp",
+        bijection: str | Callable[..., nn.Module] = "rnvp",
         symmetry: str | None = None,
         depth: int = 1,
         **options,
@@ -50,8 +52,9 @@ class RGFlow(nn.Module):
         super().__init__()
         if channels < 1:
             raise ValueError(f"channels must be a positive number, got {channels}")
-        if bijection not in BIJECTIONS:
+        if isinstance(bijection, str) and bijection not in BIJECTIONS:
             raise ValueError(f"unknown bijection {bijection!r}: use one of {sorted(BIJECTIONS)}")
+        build = BIJECTIONS[bijection] if isinstance(bijection, str) else bijection
         self.num_levels = geometry.num_levels(image_size, block_size)
         if depth < 1:
             raise ValueError(f"depth (layer pairs per level) must be a positive integer, got {depth}")
@@ -60,7 +63,7 @@ class RGFlow(nn.Module):
         self.bijection, self.symmetry = bijection, symmetry
 
         def layer(h):
-            return BIJECTIONS[bijection](channels, block_size, h, symmetry=symmetry, **options)
+            return build(channels, block_size, h, symmetry=symmetry, **options)
 
         levels = [h for h in range(self.num_levels) for _ in range(depth)]
         self.disentanglers = nn.ModuleList(layer(h) for h in levels)
