@@ -187,8 +187,8 @@ def test_paper_configuration_has_the_papers_parameter_count():
 def test_a_builder_can_be_passed_instead_of_a_registered_name():
     from rgflow_vision.flows import BIJECTIONS
 
-    named = RGFlow(1, 8, bijection="ode", hidden=8, depth=1, steps=1)
-    direct = RGFlow(1, 8, bijection=BIJECTIONS["ode"], hidden=8, depth=1, steps=1)
+    named = RGFlow(1, 8, bijection="ode", hidden=8, mlp_depth=1, steps=1)
+    direct = RGFlow(1, 8, bijection=BIJECTIONS["ode"], hidden=8, mlp_depth=1, steps=1)
     assert named.state_dict().keys() == direct.state_dict().keys()
 
 
