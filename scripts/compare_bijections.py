@@ -26,7 +26,8 @@ import torch
 from rgflow_vision import RGFlowModel
 from rgflow_vision.data import DigitsDataModule
 from rgflow_vision.flows import RGFlow
-from rgflow_vision.lattice import build_action, ess, log_weights, log_z, reverse_kl, sample_flow
+from rgflow_vision.lattice import build_action, ess, log_weights, log_z, reverse_kl
+from rgflow_vision.model import sample_and_log_prob
 from rgflow_vision.priors import GaussianPrior
 
 # ~24k parameters on the lattice (2 channels, L = 8), ~18k on digits (1 channel, L = 16).
@@ -72,13 +73,14 @@ def lattice(arch: dict, seconds: float) -> dict:
     flow, prior = RGFlow(action.channels, 8, **arch), GaussianPrior(action.channels, 8)
 
     def loss():
-        x, log_q, _ = sample_flow(flow, prior, 256)
+        x, log_q, _ = sample_and_log_prob(flow, prior, 256)
         return reverse_kl(log_q, action(x))
 
     steps = train(list(flow.parameters()), loss, seconds, 3e-3)
     with torch.no_grad():
         log_w = torch.cat([log_weights(log_q, action(x))
-                           for x, log_q, _ in (sample_flow(flow, prior, 1024, dtype=torch.float64) for _ in range(4))])
+                           for x, log_q, _ in (sample_and_log_prob(flow, prior, 1024, dtype=torch.float64)
+                                               for _ in range(4))])
     estimate = log_z(log_w)
     return {"steps": steps, "params": sum(p.numel() for p in flow.parameters()), "ess": ess(log_w),
             "log_z": estimate.estimate, "log_z_error": estimate.error, "log_z_bound": estimate.bound,

@@ -10,7 +10,8 @@ import torch
 from rgflow_vision import RGFlowModel
 from rgflow_vision.flows import RGFlow
 from rgflow_vision.flows.ode import SCHEMES
-from rgflow_vision.lattice import build_action, reverse_kl, sample_flow
+from rgflow_vision.lattice import build_action, reverse_kl
+from rgflow_vision.model import sample_and_log_prob
 from rgflow_vision.priors import GaussianPrior
 from rgflow_vision.apps import train as train_app
 
@@ -194,7 +195,7 @@ def test_one_reverse_kl_step_of_an_o2_ode_flow_on_the_free_field():
     opt = torch.optim.Adam(flow.parameters(), lr=1e-2)
     losses = []
     for _ in range(2):
-        x, log_q, _ = sample_flow(flow, prior, 64)
+        x, log_q, _ = sample_and_log_prob(flow, prior, 64)
         loss = reverse_kl(log_q, action(x))
         opt.zero_grad()
         loss.backward()

@@ -64,7 +64,9 @@ def corruption_cone(mask: torch.Tensor, block_size: int = 4, depth: int = 1) -> 
     return torch.stack([causal_cone(m, block_size, "encode", depth) for m in mask])
 
 
-def box_masks(image_size: int, size: int, n: int = 1, at=None, generator: torch.Generator | None = None) -> torch.Tensor:
+def box_masks(
+    image_size: int, size: int, n: int = 1, at=None, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """``(n, L, L)`` boolean masks of one ``size x size`` box each.
 
     ``at``: the top-left corner ``(row, col)``, ``None`` or ``"centre"`` for a centred box, or

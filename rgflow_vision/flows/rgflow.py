@@ -99,7 +99,8 @@ class RGFlow(nn.Module):
         """``(block bijection, shift)`` of every layer of level ``h`` in the RG (encode) order:
         ``depth`` times a disentangler (blocks shifted by ``K/2``) then a decimator."""
         pairs = range(h * self.depth, (h + 1) * self.depth)
-        return [layer for i in pairs for layer in ((self.disentanglers[i], self.block_size // 2), (self.decimators[i], 0))]
+        shift = self.block_size // 2
+        return [layer for i in pairs for layer in ((self.disentanglers[i], shift), (self.decimators[i], 0))]
 
     def _encode(self, x):
         logdet = x.new_zeros(x.shape[0], dtype=torch.promote_types(x.dtype, torch.float32))

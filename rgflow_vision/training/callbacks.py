@@ -100,5 +100,6 @@ class HierarchyPictures(Callback):
             pictures["mixing"] = plots.mixing_picture(model, images[:1], images[1:2])
         evaluation = analysis.evaluate_inpainting(model, images[: self.inpaint_images], self.box or max(1, size // 4),
                                                   at="centre", steps=self.inpaint_steps, compare_all=False)
-        pictures["inpainting"] = plots.inpainting_picture(evaluation, columns=("corrupted", "harmonic", "cone", "original"))
+        columns = ("corrupted", "harmonic", "cone", "original")
+        pictures["inpainting"] = plots.inpainting_picture(evaluation, columns=columns)
         return pictures
