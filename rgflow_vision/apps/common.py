@@ -15,9 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from hydra.errors import InstantiationException
+from hydra.errors import CompactHydraException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from PIL import Image
 
 from ..allocator import use_tcmalloc
@@ -76,11 +77,33 @@ def quote_values_with_equals(args: list[str]) -> list[str]:
 
 def launch(main: Callable[[], object], allocator: bool = False) -> None:
     """Run a ``@hydra.main`` function as a root app: tcmalloc first if asked (before torch allocates),
-    then the command line made readable for Hydra."""
+    then the command line made readable for Hydra; a config Hydra cannot compose is one sentence."""
     if allocator:
         use_tcmalloc()
     sys.argv[1:] = quote_values_with_equals(sys.argv[1:])  # in place: DDP re-launches sys.argv
-    main()
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises its errors here instead of printing them
+    try:
+        main()
+    except CompactHydraException as error:  # unknown key or option, unparsable override
+        print(f"error: {config_message(error)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def config_message(error: Exception) -> str:
+    """A Hydra or OmegaConf message on one line: option lists comma-separated, Hydra's search path
+    and OmegaConf's key and type details dropped, and a missing value says how to give it."""
+    if isinstance(error, MissingMandatoryValue) and error.full_key:
+        return f"{error.full_key} has no value: pass {error.full_key}=... on the command line"
+    lines: list[str] = []
+    for raw in str(error).split("Config search path")[0].splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("full_key:", "object_type=", "reference_type=")):
+            continue
+        if raw.startswith("\t") and lines:  # an item of the option list above it
+            lines[-1] += (" " if lines[-1].endswith(":") else ", ") + line
+        else:
+            lines.append(line if not lines or lines[-1].endswith(".") else "; " + line)
+    return " ".join(lines).replace(" ; ", "; ") or type(error).__name__
 
 
 def quiet_known_warnings() -> None:
@@ -103,6 +126,9 @@ def entry_point(task):
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
+        except OmegaConfBaseException as error:  # a value the task reads is missing or cannot be resolved
+            print(f"error: the config is invalid: {config_message(error)}", file=sys.stderr)
+            sys.exit(2)
 
     return wrapped
 
@@ -115,12 +141,11 @@ def config_errors(group: str) -> Iterator[None]:
         yield
     except UserError:
         raise
-    except (InstantiationException, ValueError, TypeError) as error:
+    except (InstantiationException, OmegaConfBaseException, ValueError, TypeError) as error:
         cause = error.__cause__ if isinstance(error, InstantiationException) and error.__cause__ else error
         if isinstance(cause, UserError):
             raise cause from None
-        message = " ".join(str(cause).split()) or type(cause).__name__
-        raise UserError(f"the {group} config is invalid: {message}") from None
+        raise UserError(f"the {group} config is invalid: {config_message(cause)}") from None
 
 
 def number(cfg: DictConfig, key: str, minimum: float, advice: str, integer: bool = False) -> float:
