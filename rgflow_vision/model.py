@@ -23,9 +23,9 @@ def sample_and_log_prob(
     """Draw ``z ~ prior`` and decode: ``(x, log q(x), z)`` with ``log q(x) = log p(z) - log|det dx/dz|``.
 
     ``chunk`` decodes at most that many at once and concatenates (memory stays bounded); ``None``
-    decodes all ``n`` together. ``dtype`` casts the
-    prior samples (the priors draw in the default dtype), e.g. float64 for precise importance
-    weights. Differentiable through the flow (a reverse-KL loss is ``mean(log q + S(x))``); wrap
+    decodes all ``n`` together. ``dtype`` casts the prior samples (the priors draw in the default
+    dtype), e.g. float64 for precise importance weights; at ``temperature=0`` (a point mass) ``log q``
+    is ``+inf``. Differentiable through the flow (a reverse-KL loss is ``mean(log q + S(x))``); wrap
     in ``torch.no_grad()`` to evaluate.
     """
     parts = []
@@ -33,7 +33,11 @@ def sample_and_log_prob(
         z = prior.sample(min(chunk or n, n - start), temperature=temperature, generator=generator)
         z = z if dtype is None else z.to(dtype)
         x, logdet = flow.decode(z)
-        parts.append((x, prior.log_prob(z, temperature) - logdet, z))
+        if temperature > 0:
+            log_q = prior.log_prob(z, temperature) - logdet
+        else:  # every draw is the flow's image of z = 0: a point mass, no finite density
+            log_q = torch.full_like(logdet, math.inf)
+        parts.append((x, log_q, z))
     if len(parts) == 1:
         return parts[0]
     return tuple(torch.cat(p) for p in zip(*parts))

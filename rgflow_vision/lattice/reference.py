@@ -52,7 +52,9 @@ MONTE_CARLO = {
         two_point=[(0.82734, 0.00005), (0.14108, 0.00004), (0.02531, 0.00004), (0.00490, 0.00005), (0.00180, 0.00004)],
     ),
     ("complex_phi4", (0.6, 1.145), 8): Reference(
-        source="lattice.md (checkerboard Metropolis), critical (quasi-long-range order)", chi=(68.62, 0.07)
+        source="lattice.md (checkerboard Metropolis), critical (quasi-long-range order)",
+        chi=(68.62, 0.07),
+        notes=["this repository's scripts/lattice_mc.py (3 x 256 chains x 3000 sweeps) gives 68.716(35): 1.2 sigma"],
     ),
 }
 
