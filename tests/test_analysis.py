@@ -274,9 +274,9 @@ def test_the_full_cone_reaches_every_pixel_through_its_top_level_latents(inpaint
     assert footprint.all()
 
 
-@pytest.mark.parametrize(("channels", "size"), [(1, 16), (3, 32)])
-def test_the_cone_encoder_is_encode_on_the_blocks_the_hole_reaches(channels, size):
-    flow = perturbed_flow(channels, size, dtype=torch.float64).eval()
+@pytest.mark.parametrize(("channels", "size", "depth"), [(1, 16, 1), (3, 32, 1), (1, 16, 2)])
+def test_the_cone_encoder_is_encode_on_the_blocks_the_hole_reaches(channels, size, depth):
+    flow = perturbed_flow(channels, size, dtype=torch.float64, depth=depth).eval()
     reference = torch.randn(3, channels, size, size, dtype=torch.float64)
     masks = box_masks(size, 5, 3, "random", torch.Generator().manual_seed(3))
     encoder = ConeEncoder(flow, reference, masks)
@@ -284,9 +284,10 @@ def test_the_cone_encoder_is_encode_on_the_blocks_the_hole_reaches(channels, siz
     z, logdet = encoder(x)
     z_full, logdet_full = flow.encode(x)
     assert torch.allclose(z, z_full, atol=1e-12) and torch.allclose(logdet + encoder.logdet_rest, logdet_full)
-    outside = ~corruption_cone(masks)[:, None].expand_as(z)
-    assert torch.equal(z[outside], flow.encode(reference)[0][outside])
-    all_blocks = 3 * sum(2 * (size >> h) ** 2 // 16 for h in range(flow.num_levels))
+    cone = corruption_cone(masks, depth=depth)[:, None].expand_as(z)
+    z_reference = flow.encode(reference)[0]
+    assert torch.equal(z[~cone], z_reference[~cone]) and (z[cone] != z_reference[cone]).all()  # the cone, tight
+    all_blocks = 3 * depth * sum(2 * (size >> h) ** 2 // 16 for h in range(flow.num_levels))
     assert encoder.blocks < all_blocks  # the networks run on the cone's blocks only
 
 
