@@ -9,7 +9,8 @@
 Each measurement runs in its own process so that its peak resident memory (ru_maxrss) is its
 own. A training step is forward, backward, gradient clipping and an AdamW update on random
 8-bit images; the median of ``--steps`` steps after one warm-up is reported. Sampling is
-``--sample-batch`` images drawn and decoded without gradients. Modes: ``stored`` (plain
+``--sample-batch`` images drawn and decoded without gradients. The header names the CPU and
+whether it has bf16 matrix units (avx512_bf16 / amx_bf16): without them bf16 is emulated. Modes: ``stored`` (plain
 autograd), ``reversible`` (activations rebuilt from outputs in backward), ``bf16`` (autocast;
 combine with either). With bf16 the bits/dim of a fixed batch is compared with float32.
 
@@ -35,6 +36,7 @@ from omegaconf import OmegaConf
 
 from rgflow_vision import RGFlowModel
 from rgflow_vision.allocator import with_tcmalloc
+from rgflow_vision.hardware import cpu_info, describe_cpu
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
@@ -116,7 +118,7 @@ def main() -> None:
     runs = [(args.model, args.batch, mode)] if args.model and args.batch else DEFAULT_MATRIX
     env = with_tcmalloc(dict(os.environ)) if args.allocator == "tcmalloc" else dict(os.environ)
     preload = env.get("LD_PRELOAD")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+    print(f"torch {torch.__version__}, {describe_cpu(cpu_info())}, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, allocator {preload or 'system malloc'}, "
           f"{args.channels}x{args.size}x{args.size} images")
     header = (f"{'model':>6} {'batch':>5} {'mode':>16} {'params':>12} {'step s':>8} {'(min)':>7} "
