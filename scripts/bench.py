@@ -57,6 +57,21 @@ def architecture(name: str, mode: str) -> dict:
     return arch
 
 
+def train_step(model: RGFlowModel, opt: torch.optim.Optimizer, x: torch.Tensor, bf16: bool, loss_fn=None) -> float:
+    """Seconds of one training step on ``x``'s device (CUDA waited for); ``loss_fn`` replaces
+    ``model.bpd``, e.g. by a compiled one. scripts/gpu_check.sh times its steps with this too."""
+    start = time.perf_counter()
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = (loss_fn or model.bpd)(x).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def measure(model_name: str, size: int, channels: int, batch: int, mode: str, steps: int, sample_batch: int) -> dict:
     torch.manual_seed(0)
     model = RGFlowModel.build(channels, size, **architecture(model_name, mode))
@@ -64,16 +79,7 @@ def measure(model_name: str, size: int, channels: int, batch: int, mode: str, st
     bf16 = "bf16" in mode
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     x = torch.randint(0, 256, (batch, channels, size, size))
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model.bpd(x).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        times.append(time.perf_counter() - start)
+    times = [train_step(model, opt, x, bf16) for _ in range(steps + 1)]
     result = {
         "model": model_name,
         "size": size,
