@@ -145,12 +145,12 @@ step() {
 
 measure data "${common[@]}"
 measure header "${common[@]}" >"$table"
-step "train, eager" 90 eager "${common[@]}"
-step "bpd, bf16 vs fp32" 60 bpd "${common[@]}" --steps "$BPD_STEPS"  # the later --steps wins
+step "train, eager" 75 eager "${common[@]}"
+step "bpd, bf16 vs fp32" 75 bpd "${common[@]}" --steps "$BPD_STEPS"  # the later --steps wins
 step "sampling" 30 sample "${common[@]}"
 
 start=$SECONDS
-if timeout 120 "$PY" train.py "${TRAIN_ARGS[@]}" dataset=folder dataset.path="$work/images" dataset.batch_size=16 \
+if timeout 90 "$PY" train.py "${TRAIN_ARGS[@]}" dataset=folder dataset.path="$work/images" dataset.batch_size=16 \
     dataset.num_workers=2 trainer.max_epochs=1 trainer.limit_train_batches=5 trainer.limit_val_batches=1 \
     trainer.limit_test_batches=1 trainer.enable_progress_bar=false "~callbacks.hierarchy" callbacks.sample_grid.n=4 \
     paths.output_dir="$work/train" >"$work/train.log" 2>&1; then
