@@ -24,13 +24,19 @@ import sys
 import time
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
 from rgflow_vision.allocator import use_tcmalloc
+from rgflow_vision.apps import common, train
+from rgflow_vision.errors import UserError
+from rgflow_vision.hardware import cpu_info, describe_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 PICTURE_CALLBACKS = ("sample_grid", "hierarchy")
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, required=True, help="wall-clock budget for fitting")
     parser.add_argument("--json", type=Path, help="also write the report here as JSON")
@@ -38,18 +44,14 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_args(argv)
 
 
-def budget_config(seconds: int, overrides: list[str]):
+def budget_config(seconds: int, overrides: list[str]) -> DictConfig:
     """conf/train.yaml with the user's overrides, bounded by ``seconds`` and stripped of what is not measured."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
-
-    from rgflow_vision.apps.common import quote_values_with_equals
-
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     # Outside @hydra.main there is no Hydra run folder: the paths train.py would get are given here.
-    defaults = [f"paths.output_dir={Path.cwd() / 'outputs' / 'budget' / stamp}", f"paths.data_dir={Path.cwd() / 'data'}"]
+    defaults = [f"paths.output_dir={Path.cwd() / 'outputs' / 'budget' / stamp}",
+                f"paths.data_dir={Path.cwd() / 'data'}"]
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose("train", overrides=[*defaults, *quote_values_with_equals(overrides)])
+        cfg = compose("train", overrides=[*defaults, *common.quote_values_with_equals(overrides)])
     with open_dict(cfg):
         minutes, secs = divmod(seconds, 60)
         hours, minutes = divmod(minutes, 60)
@@ -65,8 +67,6 @@ def budget_config(seconds: int, overrides: list[str]):
 
 
 def report(seconds: int, results: dict, overrides: list[str]) -> dict:
-    from rgflow_vision.hardware import cpu_info
-
     steps = results["global_step"]
     return {"budget_s": seconds, "steps": steps, "fit_s": round(results["fit_seconds"], 2),
             "steps_per_s": round(steps / results["fit_seconds"], 3), "test_bpd": results["test/bpd"],
@@ -74,9 +74,6 @@ def report(seconds: int, results: dict, overrides: list[str]) -> dict:
 
 
 def fit(args: argparse.Namespace) -> dict:
-    from rgflow_vision.apps import train
-    from rgflow_vision.errors import UserError
-
     if args.seconds < 1:
         raise UserError(f"--seconds {args.seconds} is not a budget: give at least 1 second")
     return train.train(budget_config(args.seconds, args.overrides))
@@ -84,17 +81,15 @@ def fit(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    from rgflow_vision.apps import common
-    from rgflow_vision.hardware import describe_cpu
-
     results = common.entry_point(fit)(args)  # train.py's error path: one sentence, exit status 2
     out = report(args.seconds, results, args.overrides)
-    print(f"budget {out['budget_s']} s: {out['steps']} steps in {out['fit_s']:.1f} s ({out['steps_per_s']:.2f} steps/s), "
+    print(f"budget {out['budget_s']} s: {out['steps']} steps in {out['fit_s']:.1f} s "
+          f"({out['steps_per_s']:.2f} steps/s), "
           f"test bpd {out['test_bpd']:.4f} | {describe_cpu(out)}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    use_tcmalloc()  # as train.py does, before torch allocates
+    use_tcmalloc()  # as train.py does: re-runs this process with tcmalloc before torch allocates
     main(sys.argv[1:])

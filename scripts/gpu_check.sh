@@ -15,7 +15,8 @@ BUDGET_S=285   # what the whole check may take; the compiled runs get what is le
 
 if [[ "${1:-}" == "--cpu" ]]; then
   DEVICE=cpu; MODEL=(--model small --arch hidden=16 num_res_blocks=1 "couplings=[2,1]"); BATCH=4; STEPS=2; BPD_STEPS=2
-  TRAIN_ARGS=(trainer=ddp_cpu trainer.devices=1 model=small model.hidden=16 model.num_res_blocks=1 "model.couplings=[2,1]")
+  TRAIN_ARGS=(trainer=ddp_cpu trainer.devices=1 model=small model.hidden=16 model.num_res_blocks=1
+              "model.couplings=[2,1]")
   COMPILE=()   # compiling on the CPU takes minutes: the smoke test skips it
 else
   DEVICE=cuda; MODEL=(--model paper); BATCH=64; STEPS=5; BPD_STEPS=50
@@ -89,8 +90,8 @@ def throughput(precision, mode, compiled=False):
     loss_fn = torch.compile(model.bpd) if compiled else None  # what compile=true does in training
     times = train(model, precision == "bf16", a.steps + 1, loss_fn)
     peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f}" if device.type == "cuda" else "(CPU)"
-    row(f"train {precision} {mode}" + (" compiled" if compiled else ""), f"{a.batch / statistics.median(times[1:]):.1f}",
-        peak, f"first step {times[0]:.1f} s")
+    name = f"train {precision} {mode}" + (" compiled" if compiled else "")
+    row(name, f"{a.batch / statistics.median(times[1:]):.1f}", peak, f"first step {times[0]:.1f} s")
 
 
 if a.phase == "data":  # a PNG folder for train.py's dataset=folder
@@ -150,13 +151,14 @@ step "bpd, bf16 vs fp32" 75 bpd "${common[@]}" --steps "$BPD_STEPS"  # the later
 step "sampling" 30 sample "${common[@]}"
 
 start=$SECONDS
+label="train.py ${TRAIN_ARGS[*]:0:2}, 5 steps"
 if timeout 90 "$PY" train.py "${TRAIN_ARGS[@]}" dataset=folder dataset.path="$work/images" dataset.batch_size=16 \
     dataset.num_workers=2 trainer.max_epochs=1 trainer.limit_train_batches=5 trainer.limit_val_batches=1 \
     trainer.limit_test_batches=1 trainer.enable_progress_bar=false "~callbacks.hierarchy" callbacks.sample_grid.n=4 \
     paths.output_dir="$work/train" >"$work/train.log" 2>&1; then
-  echo "| train.py ${TRAIN_ARGS[*]:0:2}, 5 steps | | | ok in $((SECONDS - start)) s, $(grep -m1 'test bpd' "$work/train.log") |" >>"$table"
+  echo "| $label | | | ok in $((SECONDS - start)) s, $(grep -m1 'test bpd' "$work/train.log") |" >>"$table"
 else
-  echo "| train.py ${TRAIN_ARGS[*]:0:2}, 5 steps | | | failed: $(grep -v '^\s*$' "$work/train.log" | tail -n 1 | cut -c1-200) |" >>"$table"
+  echo "| $label | | | failed: $(grep -v '^\s*$' "$work/train.log" | tail -n 1 | cut -c1-200) |" >>"$table"
 fi
 
 for config in "${COMPILE[@]}"; do
