@@ -9,7 +9,8 @@
 Each measurement runs in its own process so that its peak resident memory (ru_maxrss) is its
 own. A training step is forward, backward, gradient clipping and an AdamW update on random
 8-bit images; the median of ``--steps`` steps after one warm-up is reported. Sampling is
-``--sample-batch`` images drawn and decoded without gradients. Modes: ``stored`` (plain
+``--sample-batch`` images drawn and decoded without gradients. The header names the CPU and
+whether it has bf16 matrix units (avx512_bf16 / amx_bf16): without them bf16 is emulated. Modes: ``stored`` (plain
 autograd), ``reversible`` (activations rebuilt from outputs in backward), ``bf16`` (autocast;
 combine with either). With bf16 the bits/dim of a fixed batch is compared with float32.
 
@@ -35,6 +36,7 @@ from omegaconf import OmegaConf
 
 from rgflow_vision import RGFlowModel
 from rgflow_vision.allocator import with_tcmalloc
+from rgflow_vision.hardware import cpu_info, describe_cpu
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
@@ -55,6 +57,21 @@ def architecture(name: str, mode: str) -> dict:
     return arch
 
 
+def train_step(model: RGFlowModel, opt: torch.optim.Optimizer, x: torch.Tensor, bf16: bool, loss_fn=None) -> float:
+    """Seconds of one training step on ``x``'s device (CUDA waited for); ``loss_fn`` replaces
+    ``model.bpd``, e.g. by a compiled one. scripts/gpu_check.sh times its steps with this too."""
+    start = time.perf_counter()
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss = (loss_fn or model.bpd)(x).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def measure(model_name: str, size: int, channels: int, batch: int, mode: str, steps: int, sample_batch: int) -> dict:
     torch.manual_seed(0)
     model = RGFlowModel.build(channels, size, **architecture(model_name, mode))
@@ -62,16 +79,7 @@ def measure(model_name: str, size: int, channels: int, batch: int, mode: str, st
     bf16 = "bf16" in mode
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     x = torch.randint(0, 256, (batch, channels, size, size))
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model.bpd(x).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        times.append(time.perf_counter() - start)
+    times = [train_step(model, opt, x, bf16) for _ in range(steps + 1)]
     result = {
         "model": model_name,
         "size": size,
@@ -116,7 +124,7 @@ def main() -> None:
     runs = [(args.model, args.batch, mode)] if args.model and args.batch else DEFAULT_MATRIX
     env = with_tcmalloc(dict(os.environ)) if args.allocator == "tcmalloc" else dict(os.environ)
     preload = env.get("LD_PRELOAD")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+    print(f"torch {torch.__version__}, {describe_cpu(cpu_info())}, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, allocator {preload or 'system malloc'}, "
           f"{args.channels}x{args.size}x{args.size} images")
     header = (f"{'model':>6} {'batch':>5} {'mode':>16} {'params':>12} {'step s':>8} {'(min)':>7} "

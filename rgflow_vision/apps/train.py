@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 
 import lightning as L
@@ -66,8 +67,11 @@ def train(cfg: DictConfig) -> dict:
     callbacks = build_callbacks(cfg, bool(loggers))
     with config_errors("trainer"):
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    results = {"run_dir": Path(trainer.default_root_dir)}
+    # Steps and fit time (validation included) are what scripts/budget.py reports per second.
+    results = {"run_dir": Path(trainer.default_root_dir), "global_step": trainer.global_step,
+               "fit_seconds": time.perf_counter() - start}
     if cfg.get("test"):
         results.update(trainer.test(module, datamodule=datamodule, verbose=False)[0])
     for checkpoint in trainer.checkpoint_callbacks:  # none is written under fast_dev_run
