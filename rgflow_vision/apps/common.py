@@ -25,7 +25,7 @@ from ..allocator import use_tcmalloc
 from ..errors import UserError
 from ..training import FlowLitModule, load_module, save_and_log
 from ..training.checkpoint import to_dict
-from ..training.module import TrainingBase
+from ..lightning_base import TrainingBase
 
 # -- resolvers the configs use ------------------------------------------------------------------
 
