@@ -57,11 +57,14 @@ def check_level(value, top: int, name: str, meaning: str) -> int:
     return level
 
 
-def encode_midbin(model, x_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(y, z)`` of integer images dequantised at the middle of their bins (noise 0.5), so that
-    ``pixels.inverse(decode(z))`` gives ``x_int`` back exactly: the round trip is far from any
-    bin edge."""
+def midbin_logits(model, x_int: torch.Tensor) -> torch.Tensor:
+    """Logits ``y`` of integer images dequantised at the middle of their bins (noise 0.5), so that
+    ``pixels.inverse(y)`` gives ``x_int`` back exactly: the round trip is far from any bin edge."""
     x = x_int.to(flow_dtype(model.flow))
-    y, _ = model.pixels(x, torch.full_like(x, 0.5))
-    z, _ = model.flow.encode(y)
-    return y, z
+    return model.pixels(x, torch.full_like(x, 0.5))[0]
+
+
+def encode_midbin(model, x_int: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y, z)``: :func:`midbin_logits` and their latents."""
+    y = midbin_logits(model, x_int)
+    return y, model.flow.encode(y)[0]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..flows.geometry import causal_cone, from_blocks, interleave, to_blocks
-from ._common import AnalysisError, check_images, encode_midbin, evaluating
+from ._common import AnalysisError, check_images, evaluating, midbin_logits
 
 
 @dataclass
@@ -193,7 +193,7 @@ def inpaint(
     steps: int = 150,
     lr: float = 0.1,
     weight: float = 1000.0,
-    start: str = "harmonic",
+    start: str | torch.Tensor = "harmonic",
     original: torch.Tensor | None = None,
 ) -> InpaintResult:
     """Restore the pixels in ``mask`` (bool ``(L, L)`` or ``(B, L, L)``, True = corrupted).
@@ -203,7 +203,8 @@ def inpaint(
     in :func:`corruption_cone` change (through :class:`ConeEncoder`). ``cone=False``: over all
     pixels, i.e. all latents, with ``weight * sum_observed (y - y_obs)^2`` added (one pixel level
     is 0.015 to 0.075 in logits). ``start``: the hole's initial content, ``"harmonic"`` (the
-    classical fill, default) or ``"corrupted"`` (the noise itself, for comparison).
+    classical fill, default), ``"corrupted"`` (the noise itself, for comparison) or integer images
+    like ``x_corrupted`` whose hole holds a fill already computed.
     """
     begin = time.perf_counter()
     check_images(model, x_corrupted, "x_corrupted")
@@ -217,16 +218,19 @@ def inpaint(
             )
     if steps < 0:
         raise AnalysisError(f"steps must be a non-negative number of Adam steps; got {steps}")
-    if start not in ("harmonic", "corrupted"):
-        raise AnalysisError(f"start must be 'harmonic' or 'corrupted'; got {start!r}")
+    if not torch.is_tensor(start) and start not in ("harmonic", "corrupted"):
+        raise AnalysisError(f"start must be 'harmonic', 'corrupted' or a filled batch of images; got {start!r}")
     flow, prior = model.flow, model.prior
     with evaluating(model), torch.no_grad():
-        y_obs, z0 = encode_midbin(model, x_corrupted)
-        y_start = y_obs if start == "corrupted" else encode_midbin(model, harmonic_fill(x_corrupted, mask))[0]
+        y_obs = midbin_logits(model, x_corrupted)
+        if torch.is_tensor(start):
+            y_start = midbin_logits(model, start)
+        else:
+            y_start = y_obs if start == "corrupted" else midbin_logits(model, harmonic_fill(x_corrupted, mask))
         hole = mask[:, None].expand(-1, channels, -1, -1).to(y_obs.device)
         depth = flow.depth
         sites = corruption_cone(mask, flow.block_size, depth) if cone else torch.ones_like(mask)
-        latent_mask = sites[:, None].expand(-1, channels, -1, -1).to(z0.device)
+        latent_mask = sites[:, None].expand(-1, channels, -1, -1).to(y_obs.device)
         footprint = torch.stack([causal_cone(s, flow.block_size, "decode", depth) for s in sites])
         if cone:
             encoder = ConeEncoder(flow, y_obs, mask)
@@ -254,9 +258,8 @@ def inpaint(
                 optimizer.zero_grad()
                 (free.grad,) = torch.autograd.grad(loss.sum(), free)
                 optimizer.step()
-        loss, z = objective()
+        loss, z = objective()  # with the cone, z outside it is the recorded encode(corrupted), bit for bit
         history.append(loss.mean().item())
-        z = torch.where(latent_mask, z, z0)  # (already so for the cone: recorded blocks, bit for bit)
         y, _ = flow.decode(z)
         restored = model.pixels.inverse(y)
     return InpaintResult(
@@ -345,7 +348,7 @@ def evaluate_inpainting(
         parts, latents[name], seconds[name] = [], 0, 0.0
         for chunk in range(0, n, batch_size):
             part = slice(chunk, chunk + batch_size)
-            result = inpaint(model, corrupted[part], masks[part], cone=cone, **options)
+            result = inpaint(model, corrupted[part], masks[part], cone=cone, start=images["harmonic"][part], **options)
             parts.append(result.restored)
             latents[name] += result.latents_updated
             seconds[name] += result.seconds
