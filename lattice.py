@@ -2,16 +2,13 @@
 
 import hydra
 
-from rgflow_vision.apps import common
-from rgflow_vision.lattice import LatticeFlowModule
-from rgflow_vision.lattice.report import report_checkpoint
+from rgflow_vision.apps import common, lattice
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="lattice")
 @common.entry_point
 def main(cfg):
-    module, path = common.load_checkpoint(cfg, LatticeFlowModule)
-    return report_checkpoint(cfg, module, path)
+    return lattice.report(cfg)
 
 
 if __name__ == "__main__":

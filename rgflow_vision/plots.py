@@ -1,6 +1,6 @@
 """Every figure, one renderer per concept, as a ``PIL.Image.Image``: image grids, receptive
-fields, mixing grids, inpainting panels. Drawn on matplotlib's Agg canvas directly (no pyplot, so
-no global backend switch or figure registry).
+fields, mixing grids, inpainting panels, the latent correlations of a lattice flow. Drawn on
+matplotlib's Agg canvas directly (no pyplot, so no global backend switch or figure registry).
 
 The renderers take plain tensors; ``*_picture`` run the analysis on a model, then render. Integer
 images are ``(B, C, L, L)`` with ``C`` 1 or 3 and values ``0 .. 2**bits - 1``. :func:`save` writes
@@ -9,6 +9,7 @@ a PNG atomically. Uses the analysis tools, not Lightning.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -177,3 +178,28 @@ def inpainting_table(metrics: dict) -> str:
     rows.append(f"({metrics['n']} image(s), {metrics['size']}x{metrics['size']} noise box {where}, seed "
                 f"{metrics['seed']}; masked error: mean |restored - original| over the box, in pixel levels)")
     return "\n".join(rows)
+
+
+def bulk_correlation_picture(results, title: str | None = None) -> Image.Image:
+    """``|corr|`` (log scale, left) and ``corr`` (right) of latent pairs against their distance, one line per
+    :class:`~rgflow_vision.lattice.BulkCorrelations` (a dict of them is labelled by its keys), with the
+    independent-sample noise floor."""
+    if not isinstance(results, dict):
+        results = {results.metric if results.levels is None else f"levels {results.levels}": results}
+    fig = Figure(figsize=(10, 4), dpi=100)
+    ax_abs, ax_signed = fig.subplots(1, 2)
+    metric = "distance"
+    for label, res in results.items():
+        metric = f"{res.metric} distance"
+        distance = res.distance.numpy()
+        ax_abs.semilogy(distance, res.abs_correlation.clamp_min(1e-12).numpy(), "o-", ms=3, label=str(label))
+        ax_signed.plot(distance, res.correlation.numpy(), "o-", ms=3, label=str(label))
+    noise = max(res.noise for res in results.values())
+    ax_abs.axhline(math.sqrt(2 / math.pi) * noise, color="gray", ls="--", lw=1, label="independent-sample floor")
+    ax_signed.axhline(0.0, color="gray", lw=0.8)
+    ax_abs.set(xlabel=metric, ylabel="mean |corr(z_s, z_t)|")
+    ax_signed.set(xlabel=metric, ylabel="mean corr(z_s, z_t)")
+    ax_abs.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _to_pil(fig)

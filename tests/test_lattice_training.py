@@ -9,12 +9,12 @@ import lightning as L
 import pytest
 import torch
 
+from rgflow_vision.apps import lattice as lattice_app
 from rgflow_vision.apps import train as train_app
 from rgflow_vision.errors import UserError
 from rgflow_vision.lattice import FlowDrawsDataModule, FreeComplexField, log_weights
-from rgflow_vision.lattice.module import LatticeFlowModule, build_lattice_module, evaluation_metrics
+from rgflow_vision.lattice.module import LatticeFlowModule, evaluation_metrics
 from rgflow_vision.lattice.reference import lookup
-from rgflow_vision.lattice.report import report_checkpoint
 from rgflow_vision.training.checkpoint import load_module
 
 from .apps import OPTIM, compose_cfg, run_app
@@ -106,7 +106,7 @@ def test_lattice_experiments_compose_into_an_action_and_float32(tmp_path, experi
     assert cfg.action.name == name and cfg.task_name == experiment
     assert cfg.trainer.precision == "32-true" and cfg.model.reversible is False
     assert cfg.callbacks.model_checkpoint.monitor == "val/log_z_bound" and "sample_grid" not in cfg.callbacks
-    module = build_lattice_module(cfg)
+    module = train_app.build_module(cfg, None)
     assert module.size == 8 and module.target.channels == 2
     assert module.flow.block_size == 4 and module.flow.num_levels == 2 and module.flow.depth == 2  # hierarchical
     if experiment == "lattice_phi4_critical":
@@ -115,18 +115,25 @@ def test_lattice_experiments_compose_into_an_action_and_float32(tmp_path, experi
 
 def test_lattice_size_16_adds_a_level_and_the_prior_is_the_configured_one(tmp_path):
     cfg = compose_cfg(tmp_path, "experiment=lattice_free", "lattice.size=16", "prior.learn_scale=true")
-    module = build_lattice_module(cfg)
+    module = train_app.build_module(cfg, None)
     assert module.size == 16 and module.flow.num_levels == 3 and module.flow.block_size == 4
     assert module.prior.log_scale is not None and module.prior.log_scale.numel() == 3  # one scale per level
     assert module.exact_log_z == pytest.approx(-56.939147, abs=1e-6)
     with pytest.raises(UserError, match="lattice.size=12"):
-        build_lattice_module(compose_cfg(tmp_path, "experiment=lattice_free", "lattice.size=12"))
+        train_app.build_module(compose_cfg(tmp_path, "experiment=lattice_free", "lattice.size=12"), None)
 
 
 def test_an_unknown_action_is_a_user_error(tmp_path):
     cfg = compose_cfg(tmp_path, "experiment=lattice_free", "action.name=ising")
     with pytest.raises(UserError, match="not a lattice action"):
-        build_lattice_module(cfg)
+        train_app.build_module(cfg, None)
+
+
+def test_an_action_needs_the_lattice_module_and_the_lattice_module_an_action(tmp_path):
+    with pytest.raises(UserError, match="add module=lattice"):
+        train_app.build_module(compose_cfg(tmp_path, "experiment=lattice_free", "module=image"), None)
+    with pytest.raises(UserError, match="none is given"):
+        train_app.build_module(compose_cfg(tmp_path, "experiment=lattice_free", "action=null"), None)
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +167,7 @@ def test_resuming_a_lattice_run_continues_its_steps(tmp_path):
 def test_lattice_app_prints_observables_next_to_the_exact_values(lattice_run, tmp_path, capsys):
     _, results = lattice_run
     cfg = compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "n=512", config="lattice")
-    report = report_checkpoint(cfg, *load_module(cfg.ckpt, LatticeFlowModule))
+    report = lattice_app.report(cfg)
     out = capsys.readouterr().out
     assert "reference: exact (free field)" in out
     for exact in ("-14.217202 (exact)", "2.000000 (exact)", "0.317593 (exact)", "0.014841 (exact)"):
@@ -182,7 +189,7 @@ def test_lattice_app_bulk_comparison_writes_the_correlation_plot(lattice_run, tm
     _, results = lattice_run
     cfg = compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "n=64", "bulk.enabled=true", "bulk.chains=4",
                       "bulk.trajectories=10", "bulk.leapfrog=3", config="lattice")
-    report_checkpoint(cfg, *load_module(cfg.ckpt, LatticeFlowModule))
+    lattice_app.report(cfg)
     out = capsys.readouterr().out
     assert "HMC in latent space" in out and "HMC in field space" in out
     assert (tmp_path / "run" / "bulk_correlations.png").is_file()

@@ -32,7 +32,6 @@ from .bulk import (
     latent_correlation_matrix,
     latent_hmc,
     lattice_distance,
-    plot_bulk_correlations,
     tree_distance,
 )
 from .datamodule import FlowDrawsDataModule
@@ -52,7 +51,7 @@ from .estimators import (
     reverse_kl,
     reweight,
 )
-from .module import LatticeFlowModule, build_lattice_module, evaluation_metrics
+from .module import LatticeFlowModule, evaluation_metrics
 from .metropolis import MetropolisResult, checkerboard_masks, metropolis, metropolis_sweep
 from .observables import (
     DEFAULT_OBSERVABLES,
@@ -84,7 +83,6 @@ __all__ = [
     "binned_error",
     "bond_sum",
     "build_action",
-    "build_lattice_module",
     "bulk_correlations",
     "chain_mean",
     "checkerboard_masks",
@@ -107,7 +105,6 @@ __all__ = [
     "metropolis_sweep",
     "neighbour_sum",
     "phi2",
-    "plot_bulk_correlations",
     "reverse_kl",
     "reweight",
     "susceptibility",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -273,38 +272,3 @@ def correlation_by_level(
             if result.pairs.numel():
                 out[(h1, h2)] = result
     return out
-
-
-def plot_bulk_correlations(
-    results: BulkCorrelations | dict, path: str | Path, title: str | None = None
-) -> Path:
-    """Save a PNG of ``|corr|`` (log scale, left) and ``corr`` (right) against distance, one line per
-    result (a dict of results is labelled by its keys), with the independent-sample noise floor.
-    Uses the Agg canvas directly: no display, no pyplot state."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    if isinstance(results, BulkCorrelations):
-        results = {results.metric if results.levels is None else f"levels {results.levels}": results}
-    fig = Figure(figsize=(10, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax_abs, ax_signed = fig.subplots(1, 2)
-    metric = "distance"
-    for label, res in results.items():
-        metric = f"{res.metric} distance"
-        distance = res.distance.numpy()
-        ax_abs.semilogy(distance, res.abs_correlation.clamp_min(1e-12).numpy(), "o-", ms=3, label=str(label))
-        ax_signed.plot(distance, res.correlation.numpy(), "o-", ms=3, label=str(label))
-    noise = max(res.noise for res in results.values())
-    ax_abs.axhline(math.sqrt(2 / math.pi) * noise, color="gray", ls="--", lw=1, label="independent-sample floor")
-    ax_signed.axhline(0.0, color="gray", lw=0.8)
-    ax_abs.set(xlabel=metric, ylabel="mean |corr(z_s, z_t)|")
-    ax_signed.set(xlabel=metric, ylabel="mean corr(z_s, z_t)")
-    ax_abs.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torchmetrics import CatMetric
 
 from ..errors import UserError
@@ -50,9 +49,12 @@ class LatticeFlowModule(TrainingBase):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.target = build_action(**action)
+        self.target = _action(action)
         self.size = int(size)
-        self.flow = RGFlow(self.target.channels, self.size, **architecture)
+        try:
+            self.flow = RGFlow(self.target.channels, self.size, **architecture)
+        except ValueError as error:  # the flow's own check of the sizes, in one sentence
+            raise UserError(f"lattice.size={size}, model.block_size={architecture.get('block_size')}: {error}") from None
         level_map = self.flow.level_map() if prior.get("learn_scale") else None
         self.prior = build_prior(prior["name"], self.target.channels, self.size, level_map=level_map,
                                  learn_scale=bool(prior.get("learn_scale")))
@@ -126,6 +128,17 @@ class LatticeFlowModule(TrainingBase):
             self.log(f"{stage}/{name}", value, prog_bar=name in ("ess", "log_z"), sync_dist=True)
 
 
+def _action(action: dict | None):
+    if not action:
+        raise UserError("module=lattice trains towards an action and none is given: use experiment=lattice_free "
+                        "(or lattice_phi4_massive, lattice_phi4_critical), or pass action={name: ..., ...}")
+    try:
+        return build_action(**action)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"action={action} is not a lattice action ({error}): e.g. action={{name: free_complex, "
+                        "t: 1, mu: 4.5}, or complex_phi4 with kappa and lam, or real_phi4 with m2 and lam") from None
+
+
 def evaluation_metrics(log_w: torch.Tensor, chi: torch.Tensor, exact_log_z: float | None = None) -> dict[str, float]:
     """The numbers an evaluation reports from importance log-weights and per-sample ``|M|^2/V``."""
     finite = torch.isfinite(log_w)
@@ -146,27 +159,4 @@ def evaluation_metrics(log_w: torch.Tensor, chi: torch.Tensor, exact_log_z: floa
     return metrics
 
 
-def build_lattice_module(cfg: DictConfig, datamodule=None) -> LatticeFlowModule:
-    """The module a ``train.py`` config with ``action: {name: ..., ...}`` asks for: ``lattice.size``,
-    ``lattice.batch_size`` and ``lattice.eval_samples`` (conf/dataset/lattice.yaml) size the problem,
-    ``model`` is the flow, ``prior`` its latent distribution, ``optim`` the optimiser."""
-    plain = {key: OmegaConf.to_container(cfg[key], resolve=True) if cfg.get(key) is not None else None
-             for key in ("action", "lattice", "model", "prior", "optim")}
-    action, lattice = plain["action"], plain["lattice"]
-    if lattice is None:
-        raise UserError("a lattice action needs the lattice sizes: add dataset=lattice (or experiment=lattice_free)")
-    try:
-        build_action(**action)
-    except (TypeError, ValueError) as error:
-        raise UserError(f"action={action} is not a lattice action ({error}): e.g. action={{name: free_complex, "
-                        "t: 1, mu: 4.5}, or complex_phi4 with kappa and lam, or real_phi4 with m2 and lam") from None
-    try:
-        return LatticeFlowModule(action=action, size=lattice["size"], architecture=plain["model"],
-                                 prior=plain["prior"], batch_size=lattice["batch_size"],
-                                 eval_samples=lattice["eval_samples"], optim=plain["optim"])
-    except ValueError as error:  # the flow's own check of the sizes, in one sentence
-        raise UserError(f"lattice.size={lattice['size']}, model.block_size={plain['model'].get('block_size')}: "
-                        f"{error}") from None
-
-
-__all__ = ["LatticeFlowModule", "build_lattice_module", "evaluation_metrics"]
+__all__ = ["LatticeFlowModule", "evaluation_metrics"]

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..errors import UserError
-from .bulk import bulk_correlations, effective_action, hmc, plot_bulk_correlations
+from .bulk import BulkCorrelations, bulk_correlations, effective_action, hmc
 from .estimators import (
     chain_mean,
     ess,
@@ -197,11 +197,11 @@ def tune_step_size(potential, x: torch.Tensor, step_size: float, n_leapfrog: int
     return step_size, x
 
 
-def bulk(module: LatticeFlowModule, cfg: DictConfig, out_dir: Path) -> tuple[list[str], dict]:
+def bulk(module: LatticeFlowModule, cfg: DictConfig) -> tuple[list[str], dict, BulkCorrelations]:
     """HMC in latent space (on ``S_eff``) against HMC in field space (on ``S``), each with its step size
     tuned to the acceptance ``bulk.target_acceptance``, the same number of trajectories and leapfrog steps
     (equal gradient evaluations); integrated autocorrelation times of ``|M|^2``, ``<phi^2>`` and ``S`` in
-    trajectories; and the bulk-correlation PNG (latent correlations against the tree distance)."""
+    trajectories; and the latent correlations of the latent chains against the tree distance (the bulk picture)."""
     b = cfg.bulk
     generator = torch.Generator().manual_seed(cfg.seed)
     z0 = module.prior.sample(b.chains, generator=generator)
@@ -240,25 +240,4 @@ def bulk(module: LatticeFlowModule, cfg: DictConfig, out_dir: Path) -> tuple[lis
     summary["tau_ratio_field_over_latent"] = ratio
     lines.append(f"tau(|M|^2) field / latent = {ratio:.2f} at {b.leapfrog} gradient evaluations per trajectory")
     correlations = bulk_correlations(runs["latent"][0].samples.flatten(0, 1), module.flow.level_map())
-    path = plot_bulk_correlations(correlations, out_dir / "bulk_correlations.png",
-                                  title=f"{module.target.name}: latent correlations from latent HMC")
-    summary["picture"] = str(path)
-    lines.append(f"wrote {path.resolve()}")
-    return lines, summary
-
-
-def report_checkpoint(cfg: DictConfig, module: LatticeFlowModule, path: str | Path) -> LatticeReport:
-    """The lattice app on a loaded checkpoint: print the table, write ``lattice_report.json`` to the run
-    folder (``paths.output_dir``), and with ``bulk.enabled`` the bulk comparison and picture."""
-    torch.manual_seed(cfg.seed)
-    report = lattice_report(module, int(cfg.n), int(cfg.seed))
-    out_dir = Path(cfg.paths.output_dir)
-    print(f"checkpoint {path}")
-    print(report.table())
-    extra = {"checkpoint": str(path), "seed": int(cfg.seed)}
-    if cfg.bulk.enabled:
-        lines, extra["bulk"] = bulk(module, cfg, out_dir)
-        print("\n".join(lines))
-    written = report.write_json(out_dir / "lattice_report.json", **extra)
-    print(f"wrote {written.resolve()}")
-    return report
+    return lines, summary, correlations
