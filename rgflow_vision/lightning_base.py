@@ -5,10 +5,12 @@ decay, a clear stop on a non-finite loss, random streams saved in checkpoints. B
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 
 from .errors import UserError
@@ -52,10 +54,19 @@ class TrainingBase(L.LightningModule):
             params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"], fused=fused
         )
         total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_cosine(o["warmup_steps"], total if o["cosine"] else None, o["min_lr_ratio"])
-        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
+            o["warmup_steps"], total if o["cosine"] else None, o["min_lr_ratio"], self._time_used if o["cosine"] else None))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def _time_used(self) -> float | None:
+        """The fraction of ``trainer.max_time`` spent training so far, None without a time limit: under a
+        wall-clock budget the cosine ends with the budget, whichever of steps or time runs out first."""
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None) if self._trainer else None
+        remaining = timer.time_remaining("train") if timer is not None else None
+        if remaining is None:
+            return None
+        elapsed = timer.time_elapsed("train")
+        return elapsed / max(elapsed + remaining, 1e-9)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning restores model, optimizer, schedule, step and callbacks, but not the random
@@ -77,16 +88,25 @@ class TrainingBase(L.LightningModule):
 OPTIM_KEYS = ("lr", "weight_decay", "betas", "warmup_steps", "cosine", "min_lr_ratio")
 
 
-def warmup_cosine(warmup_steps: int, total_steps: int | None, min_ratio: float = 0.0):
+def warmup_cosine(warmup_steps: int, total_steps: int | None, min_ratio: float = 0.0,
+                  time_used: Callable[[], float | None] | None = None):
     """LR multiplier: linear warm-up over ``warmup_steps``, then cosine decay to ``min_ratio`` at
-    ``total_steps`` (constant after warm-up when ``total_steps`` is None)."""
+    ``total_steps`` (constant after warm-up when ``total_steps`` is None). ``time_used``, if given,
+    returns the fraction of a wall-clock budget spent (or None): the decay follows whichever of
+    steps or time is further along."""
 
     def factor(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
             return (step + 1) / warmup_steps
-        if total_steps is None or total_steps <= warmup_steps:
+        progress = 0.0
+        if total_steps is not None and total_steps > warmup_steps:
+            progress = (step - warmup_steps) / (total_steps - warmup_steps)
+        used = time_used() if time_used is not None else None
+        if used is not None:
+            progress = max(progress, used)
+        elif total_steps is None or total_steps <= warmup_steps:
             return 1.0
-        progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+        progress = min(1.0, progress)
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor

@@ -9,8 +9,9 @@ train.py's own path (rgflow_vision.apps.train.train) with Lightning's ``max_time
 and ``max_epochs`` out of the way, so the same steps, validation epochs, checkpoints and test
 happen as in a real run; the budget covers fitting (validation included), not the final test. What
 is not part of the measurement is turned off: the sample grids and hierarchy pictures, the loggers
-(and with them the learning-rate monitor) and the progress bar. The cosine schedule spans
-``trainer.max_epochs``, which is set far out: the learning rate stays near its peak within the budget.
+(and with them the learning-rate monitor) and the progress bar. With ``optim.cosine`` the learning
+rate follows the wall clock down to ``optim.min_lr_ratio`` at the end of the budget (``max_epochs`` is
+set far out, so time runs out first); the report gives the final learning rate.
 
 The report is one line (steps, steps/s, test bpd, the CPU: model, bf16 matrix units, torch threads)
 and, with ``--json PATH``, the same as JSON with the overrides.
@@ -70,6 +71,7 @@ def report(seconds: int, results: dict, overrides: list[str]) -> dict:
     steps = results["global_step"]
     return {"budget_s": seconds, "steps": steps, "fit_s": round(results["fit_seconds"], 2),
             "steps_per_s": round(steps / results["fit_seconds"], 3), "test_bpd": results["test/bpd"],
+            "final_lr": results["final_lr"],
             **cpu_info(), "overrides": overrides, "run_dir": str(results["run_dir"].resolve())}
 
 

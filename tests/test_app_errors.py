@@ -26,6 +26,7 @@ def error_line(result) -> str:
     ("model.couplings=[0]", "model config is invalid: couplings per level must be positive"),
     ("dataset.image_size=24", "dataset config is invalid: image_size must be a power of two"),
     ("trainer.max_epochs=-5", "trainer config is invalid: `max_epochs`"),
+    ("trainer.max_epochs=abc", "trainer.max_epochs=abc is not an integer"),
     ("datset=mnist", "Could not override 'datset'"),  # Hydra's own errors take the same path
     ("dataset=folder", "dataset.path has no value: pass dataset.path="),
 ])

@@ -13,11 +13,12 @@ from .apps import TINY_MODEL, run_app
 def test_budget_reports_steps_and_bpd(tmp_path):
     out = tmp_path / "budget.json"
     proc = run_app("scripts/budget", "--seconds", "3", "--json", str(out), "dataset=digits", "dataset.batch_size=16",
-                   *TINY_MODEL, cwd=tmp_path)
+                   "optim.warmup_steps=0", *TINY_MODEL, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["steps"] > 0 and report["steps_per_s"] > 0
     assert math.isfinite(report["test_bpd"]) and 0 < report["test_bpd"] < 16
+    assert report["final_lr"] < 0.3e-3  # the cosine ran down with the clock from 1e-3 towards 0.05e-3
     assert isinstance(report["avx512_bf16"], bool) and report["torch_threads"] >= 1
     line = proc.stdout.strip().splitlines()[-1]
     assert line.startswith("budget 3 s: ") and "test bpd" in line and report["cpu"] in line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
 
@@ -423,6 +424,18 @@ def test_dataset_config_instantiates_against_fixture_files(name, tmp_path, mnist
     dm.setup("validate")
     assert_images(dm.val_set[0].unsqueeze(0), dm.channels, dm.image_size)
     assert dm.val_dataloader().persistent_workers == (dm.num_workers > 0)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_a_data_module_built_in_python_has_the_configs_values(name):
+    """One value per default: the constructor's defaults are what conf/dataset/<name>.yaml sets (on this machine)."""
+    cfg = OmegaConf.merge({"paths": {"data_dir": "data"}, "seed": 0}, {"dataset": OmegaConf.load(CONF / f"{name}.yaml")})
+    params = inspect.signature(EXPECTED[name]).parameters
+    for key in cfg.dataset:
+        # root: the config's data folder; a module that reads no files (digits, folder) does not need one.
+        if key in ("_target_", "root") or OmegaConf.is_missing(cfg.dataset, key):
+            continue
+        assert params[key].default == cfg.dataset[key], key
 
 
 def test_folder_config_requires_a_path():

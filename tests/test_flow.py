@@ -1,9 +1,14 @@
 """RGFlow is an exact bijection with an exact log-det, organised by RG level, for every registered block bijection."""
 
+import inspect
+from pathlib import Path
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from rgflow_vision.flows import RGFlow, causal_cone, cone_width, level_map
+from rgflow_vision.flows.bijections import realnvp
 
 from .conftest import BIJECTIONS, TINY_BY_BIJECTION, perturbed_flow, site_mask
 
@@ -204,3 +209,41 @@ def test_state_dict_round_trip_gives_the_same_map(bijection):
     copy.load_state_dict(flow.state_dict())
     x = torch.randn(2, 3, 16, 16)
     assert torch.equal(flow.encode(x)[0], copy.encode(x)[0])
+
+
+def test_an_rgflow_built_in_python_is_the_small_config():
+    """One value per default: RGFlow's and the RealNVP block's defaults are conf/model/small.yaml."""
+    small = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "model" / "small.yaml"))
+    defaults = {name: p.default for fn in (RGFlow, realnvp) for name, p in inspect.signature(fn).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    for key, value in small.items():
+        default = defaults[key]
+        assert (list(default) if isinstance(default, tuple) else default) == value, key
+
+
+def test_the_channel_checkerboard_updates_one_channel_of_a_site_given_the_other():
+    """mask="channels": a half-coupling moves a site's channel 1 with its channel 0 (the paper's "sites" mask never
+    couples the channels of one site), and the flow stays exactly invertible with the exact log-det."""
+    from rgflow_vision.flows.coupling import AffineCoupling, checkerboard
+
+    assert checkerboard(2, 2, "channels").tolist() == [1, 0, 0, 1, 0, 1, 1, 0]
+    assert checkerboard(2, 2, "sites").tolist() == [1, 0, 0, 1, 1, 0, 0, 1]
+    with pytest.raises(ValueError, match="mask must be one of"):
+        checkerboard(2, 2, "rows")
+    for mask, coupled in (("sites", False), ("channels", True)):
+        torch.manual_seed(0)
+        coupling = AffineCoupling(2, 4, 8, 1, 1, mask).double()
+        with torch.no_grad():
+            for name, p in coupling.named_parameters():
+                p.copy_(torch.randn_like(p) if name.endswith("out_scale") else p + 0.1 * torch.randn_like(p))
+        v = torch.randn(32, dtype=torch.float64)
+        jac = torch.autograd.functional.jacobian(lambda u: coupling(u[None], parity=0)[0][0], v).view(2, 16, 2, 16)
+        within_site = jac[1, :, 0, :].diagonal()  # d out(channel 1, site k) / d in(channel 0, site k)
+        assert bool((within_site.abs() > 1e-6).any()) == coupled
+    flow = perturbed_flow(2, 8, torch.float64, mask="channels")
+    x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
+    z, logdet = flow.encode(x)
+    _, expected = jacobian_logdet(flow.encode, x)
+    assert logdet.item() == pytest.approx(expected.item(), abs=1e-8) and abs(expected.item()) > 1.0
+    x_back, logdet_back = flow.decode(z)
+    assert (x_back - x).abs().max() < 1e-9 and abs(logdet_back.item() + logdet.item()) < 1e-9

@@ -65,6 +65,18 @@ def test_learning_rate_warms_up_then_decays_to_its_floor():
     assert warmup_cosine(0, None)(1000) == 1.0
 
 
+def test_under_a_time_budget_the_decay_follows_the_clock_or_the_steps_whichever_is_further():
+    clock = {"used": 0.5}
+    factor = warmup_cosine(10, 1_000_010, 0.1, lambda: clock["used"])
+    assert factor(5) == pytest.approx(0.6)  # warm-up is in steps
+    assert factor(20) == pytest.approx(0.55)  # half the budget spent: half way down the cosine
+    clock["used"] = 1.0
+    assert factor(21) == pytest.approx(0.1)
+    clock["used"] = None  # no time limit: the steps decide
+    assert factor(500_010) == pytest.approx(0.55)
+    assert warmup_cosine(0, None, 0.1, lambda: 0.5)(7) == pytest.approx(0.55)
+
+
 # -- evaluation noise --------------------------------------------------------------------------
 
 

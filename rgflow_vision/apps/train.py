@@ -35,18 +35,33 @@ def build_loggers(cfg: DictConfig) -> list:
 
 
 def build_module(cfg: DictConfig, datamodule) -> L.LightningModule:
-    """The LightningModule of ``cfg.module``; a partial one (``_partial_: true``) is completed with the
-    data's shape. Its arguments arrive as plain values, which the checkpoint saves as they are."""
-    if cfg.get("action") and cfg.module._target_.endswith(".FlowLitModule"):
-        # Lattice experiments that still name an action but not module=lattice (until they switch).
-        from ..lattice.module import build_lattice_module
-
-        return build_lattice_module(cfg, datamodule)
+    """The LightningModule of ``cfg.module`` (module=image, or module=lattice which the lattice experiments
+    select); a partial one (``_partial_: true``) is completed with the data's shape. Its arguments arrive
+    as plain values, which the checkpoint saves as they are."""
+    if cfg.get("action") and not cfg.module._target_.startswith("rgflow_vision.lattice."):
+        raise UserError(f"action={to_dict(cfg.action)} is a lattice action but module={cfg.module._target_} trains "
+                        "on images: add module=lattice dataset=lattice, or use experiment=lattice_free")
     with config_errors("model"):
         module = instantiate(cfg.module)
         if isinstance(module, functools.partial):
             module = module(channels=datamodule.channels, image_size=datamodule.image_size, bits=datamodule.bits)
     return module
+
+
+# Lightning checks the values of these but not their types: a word for a number would fail deep in the loop.
+TRAINER_INTEGERS = ("max_epochs", "min_epochs", "max_steps", "min_steps", "accumulate_grad_batches",
+                    "check_val_every_n_epoch", "log_every_n_steps", "num_sanity_val_steps")
+TRAINER_NUMBERS = ("gradient_clip_val", "limit_train_batches", "limit_val_batches", "limit_test_batches",
+                   "val_check_interval")
+
+
+def check_trainer_types(trainer: DictConfig) -> None:
+    for key in (*TRAINER_INTEGERS, *TRAINER_NUMBERS):
+        value = trainer.get(key)
+        integer = key in TRAINER_INTEGERS
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int if integer else (int, float))):
+            raise UserError(f"trainer.{key}={value} is not {'an integer' if integer else 'a number'}: pass e.g. "
+                            f"trainer.{key}={'10' if integer else '1.0'}")
 
 
 def train(cfg: DictConfig) -> dict:
@@ -65,13 +80,15 @@ def train(cfg: DictConfig) -> dict:
         _check_resumable(ckpt_path, module)
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg, bool(loggers))
+    check_trainer_types(cfg.trainer)
     with config_errors("trainer"):
         trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     # Steps and fit time (validation included) are what scripts/budget.py reports per second.
     results = {"run_dir": Path(trainer.default_root_dir), "global_step": trainer.global_step,
-               "fit_seconds": time.perf_counter() - start}
+               "fit_seconds": time.perf_counter() - start,
+               "final_lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None}
     if cfg.get("test"):
         results.update(trainer.test(module, datamodule=datamodule, verbose=False)[0])
     for checkpoint in trainer.checkpoint_callbacks:  # none is written under fast_dev_run
@@ -115,6 +132,7 @@ def evaluate(cfg: DictConfig) -> float:
     """Bits per dimension of a checkpoint on the test split (the same number training reported)."""
     module, path = load_checkpoint(cfg)
     datamodule = datamodule_for(module, cfg)
+    check_trainer_types(cfg.trainer)
     with config_errors("trainer"):
         trainer = L.Trainer(**to_dict(cfg.trainer), logger=False)
     bpd = trainer.test(module, datamodule=datamodule, verbose=False)[0]["test/bpd"]

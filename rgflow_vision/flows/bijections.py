@@ -28,12 +28,13 @@ def at_level(per_level: Sequence[int] | int, level: int, what: str) -> int:
 
 def realnvp(channels: int, block_size: int, level: int, *, symmetry: str | None = None, hidden: int = 128,
             num_res_blocks: int = 2, mlp_depth: int = 2, couplings: Sequence[int] | int = (4, 3, 2),
-            reversible: bool = False) -> nn.Module:
-    """The RealNVP coupling stack (the paper's block; see :mod:`.coupling`)."""
+            reversible: bool = False, mask: str = "sites") -> nn.Module:
+    """The RealNVP coupling stack (the paper's block; see :mod:`.coupling`); ``mask`` ``"sites"`` (the paper's
+    checkerboard) or ``"channels"`` (alternating with the channel too, see :func:`.coupling.checkerboard`)."""
     if symmetry is not None:
         raise ValueError(f"bijection 'rnvp' has no built-in symmetry (got {symmetry!r}); use bijection='ode'")
     n = at_level(couplings, level, "couplings")
-    return BlockFlow(channels, block_size, n, hidden, num_res_blocks, mlp_depth, reversible)
+    return BlockFlow(channels, block_size, n, hidden, num_res_blocks, mlp_depth, reversible, mask)
 
 
 def neural_ode(channels: int, block_size: int, level: int, *, symmetry: str | None = None, hidden: int = 64,

@@ -15,20 +15,29 @@ from torch import nn
 from .conditioner import ResidualMLP
 
 
-def checkerboard(channels: int, block_size: int) -> torch.Tensor:
-    """Flattened ``(C, K, K)`` mask, 1 where ``i + j`` is even, the same for every channel."""
+MASKS = ("sites", "channels")
+
+
+def checkerboard(channels: int, block_size: int, mask: str = "sites") -> torch.Tensor:
+    """Flattened ``(C, K, K)`` mask: ``"sites"`` (the paper's) is 1 where ``i + j`` is even, the same for
+    every channel, so the channels of a site are never conditioned on each other; ``"channels"`` is 1
+    where ``i + j + c`` is even, so each half-coupling updates one channel of a site given the other
+    (a complex field's phase and modulus, e.g. the ring of phi^4, need that)."""
+    if mask not in MASKS:
+        raise ValueError(f"mask must be one of {', '.join(MASKS)}, got {mask!r}")
     i = torch.arange(block_size)
-    board = ((i[:, None] + i[None, :]) % 2 == 0).float()
-    return board.expand(channels, -1, -1).reshape(-1)
+    c = torch.arange(channels) if mask == "channels" else torch.zeros(channels, dtype=torch.long)
+    return ((c[:, None, None] + i[:, None] + i[None, :]) % 2 == 0).float().reshape(-1)
 
 
 class AffineCoupling(nn.Module):
     """``y = x * exp(s(x_m)) + t(x_m)`` on the sites outside the conditioning mask ``m``."""
 
-    def __init__(self, channels: int, block_size: int, hidden: int, num_res_blocks: int, mlp_depth: int):
+    def __init__(self, channels: int, block_size: int, hidden: int, num_res_blocks: int, mlp_depth: int,
+                 mask: str = "sites"):
         super().__init__()
         features = channels * block_size**2
-        mask = checkerboard(channels, block_size)
+        mask = checkerboard(channels, block_size, mask)
         self.register_buffer("masks", torch.stack([mask, 1 - mask]), persistent=False)
         self.s = ResidualMLP(features, hidden, num_res_blocks, mlp_depth, tanh=True)
         self.t = ResidualMLP(features, hidden, num_res_blocks, mlp_depth, tanh=False)
@@ -40,8 +49,8 @@ class AffineCoupling(nn.Module):
         # float64 data); the affine map and the log-det keep the data's, at least float32.
         # Invertibility is unaffected: the inverse sees the same conditioning bits.
         dtype = torch.promote_types(x_cond.dtype, torch.float32)
-        h, free = x_cond.to(self.s.out_scale.dtype), free.to(dtype)
-        return self.s(h).to(dtype) * free, self.t(h).to(dtype) * free
+        h, free = x_cond.to(self.s.out_scale.dtype), free.to(self.s.out_scale.dtype)
+        return self.s(h, free).to(dtype), self.t(h, free).to(dtype)
 
     def forward(self, x: torch.Tensor, parity: int, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """One half of the coupling: ``parity`` 0 conditions on the mask, 1 on its complement.
@@ -71,10 +80,11 @@ class BlockFlow(nn.Module):
         num_res_blocks: int,
         mlp_depth: int,
         reversible: bool = False,
+        mask: str = "sites",
     ):
         super().__init__()
         self.couplings = nn.ModuleList(
-            AffineCoupling(channels, block_size, hidden, num_res_blocks, mlp_depth) for _ in range(num_couplings)
+            AffineCoupling(channels, block_size, hidden, num_res_blocks, mlp_depth, mask) for _ in range(num_couplings)
         )
         self.reversible = reversible
 
