@@ -134,6 +134,8 @@ def test_an_action_needs_the_lattice_module_and_the_lattice_module_an_action(tmp
         train_app.build_module(compose_cfg(tmp_path, "experiment=lattice_free", "module=image"), None)
     with pytest.raises(UserError, match="none is given"):
         train_app.build_module(compose_cfg(tmp_path, "experiment=lattice_free", "action=null"), None)
+    with pytest.raises(UserError, match="add dataset=lattice"):
+        train_app.build_module(compose_cfg(tmp_path, "module=lattice"), None)
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +154,19 @@ def test_train_py_lattice_free_reports_and_leaves_a_checkpoint(lattice_run):
     assert results["test/log_z_bound"] <= EXACT_LOG_Z + 1.0
     module, _ = load_module(str(results["last_ckpt"]), LatticeFlowModule)
     assert module.hparams.action == FREE and module.size == 8
+
+
+@pytest.mark.parametrize("reversible", [False, True])
+def test_bf16_mixed_lattice_training_runs_on_the_cpu_and_its_checkpoint_draws(tmp_path, reversible):
+    """The GPU's precision path for the lattice module: finite estimates, and the checkpoint draws finite fields."""
+    results = train_app.train(compose_cfg(tmp_path, *QUICK_LATTICE, "trainer.precision=bf16-mixed",
+                                          f"model.reversible={reversible}"))
+    for key in ("test/ess", "test/log_z", "test/log_z_bound"):
+        assert math.isfinite(results[key]), key
+    module, _ = load_module(str(results["last_ckpt"]), LatticeFlowModule)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        x, log_q, action, _ = module.draw(16)
+    assert x.shape == (16, 2, 8, 8) and bool(torch.isfinite(log_q).all() and torch.isfinite(action).all())
 
 
 def test_resuming_a_lattice_run_continues_its_steps(tmp_path):

@@ -144,6 +144,23 @@ def test_evaluate_reproduces_the_test_bpd_of_training(trained_run):
     assert train_app.evaluate(cfg) == pytest.approx(results["test/bpd"], abs=1e-6)
 
 
+@pytest.mark.parametrize("reversible", [False, True])
+def test_bf16_mixed_training_runs_on_the_cpu_and_its_checkpoint_evaluates_and_samples(tmp_path, reversible):
+    """The GPU's precision path, run where CI can: finite loss, a checkpoint that evaluates, samples that decode."""
+    cfg = compose_cfg(tmp_path, *TINY_MODEL, *QUICK, "trainer.precision=bf16-mixed", f"model.reversible={reversible}",
+                      "~callbacks.hierarchy")
+    results = train_app.train(cfg)
+    assert math.isfinite(results["test/bpd"]) and 0 < results["test/bpd"] < 16
+    evaluated = train_app.evaluate(compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "trainer.enable_progress_bar=false",
+                                               "trainer.precision=bf16-mixed", config="evaluate"))
+    assert evaluated == pytest.approx(results["test/bpd"], abs=1e-6)
+    module, _ = load_module(str(results["last_ckpt"]), FlowLitModule)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        images = module.model.sample(4)
+    assert images.shape == (4, 1, 16, 16) and images.dtype == torch.long
+    assert 0 <= int(images.min()) and int(images.max()) <= 255
+
+
 def test_checkpoint_holds_the_ema_weights_for_evaluation_and_the_live_ones_for_resuming(trained_run):
     _, results = trained_run
     checkpoint = torch.load(results["last_ckpt"], weights_only=False)

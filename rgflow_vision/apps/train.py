@@ -41,6 +41,8 @@ def build_module(cfg: DictConfig, datamodule) -> L.LightningModule:
     if cfg.get("action") and not cfg.module._target_.startswith("rgflow_vision.lattice."):
         raise UserError(f"action={to_dict(cfg.action)} is a lattice action but module={cfg.module._target_} trains "
                         "on images: add module=lattice dataset=lattice, or use experiment=lattice_free")
+    if cfg.module._target_.startswith("rgflow_vision.lattice.") and cfg.get("lattice") is None:
+        raise UserError("module=lattice needs the lattice sizes: add dataset=lattice, or use experiment=lattice_free")
     with config_errors("model"):
         module = instantiate(cfg.module)
         if isinstance(module, functools.partial):
