@@ -49,7 +49,9 @@ class TrainingBase(L.LightningModule):
             raise UserError(f"optim lacks {', '.join(missing)}: pass every key of the optim block in conf/train.yaml")
         params = [p for p in self.parameters() if p.requires_grad]
         # The fused kernel exists for CPU and CUDA float tensors; it is one kernel per step instead of many.
-        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        # Under mixed precision it unscales gradients itself, so Lightning could not clip them first.
+        mixed = self._trainer is not None and "mixed" in str(self.trainer.precision)
+        fused = not mixed and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
         optimizer = torch.optim.AdamW(
             params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"], fused=fused
         )
@@ -66,7 +68,9 @@ class TrainingBase(L.LightningModule):
         if remaining is None:
             return None
         elapsed = timer.time_elapsed("train")
-        return elapsed / max(elapsed + remaining, 1e-9)
+        used = elapsed / max(elapsed + remaining, 1e-9)
+        # Every DDP rank must step with the same learning rate, or their replicas drift apart: rank 0's clock.
+        return self.trainer.strategy.broadcast(used) if self.trainer.world_size > 1 else used
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning restores model, optimizer, schedule, step and callbacks, but not the random

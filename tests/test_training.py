@@ -315,8 +315,9 @@ def test_ddp_on_two_cpu_processes_agrees_with_one_process(tmp_path):
     # As users run it: Lightning re-launches the command line for rank 1 (inside pytest, that would be pytest).
     run = tmp_path / "outputs" / "train" / "ddp"
     # 179 test images: an odd split that Lightning's default sampler would pad with a repeated image.
+    # A time limit too: the cosine then follows rank 0's clock, broadcast so that both ranks step alike.
     result = run_app("train", "trainer=ddp_cpu", "model.reversible=true", "dataset.test_fraction=0.0995",
-                     *TINY_MODEL, *QUICK, f"hydra.run.dir={run}", cwd=tmp_path)
+                     "trainer.max_time=00:00:30:00", *TINY_MODEL, *QUICK, f"hydra.run.dir={run}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["epoch000_T0.7.png", "epoch000_T1.png"]
     assert [p.name for p in (tmp_path / "outputs" / "train").iterdir()] == ["ddp"]  # one run folder, not one per rank
