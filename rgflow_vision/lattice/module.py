@@ -13,13 +13,14 @@ from ..priors import build_prior
 from .actions import FreeComplexField, build_action
 from .estimators import ess, log_weights, log_z, reverse_kl
 from .observables import susceptibility
+from .onsite import OnsitePrior
 
 EVAL_CHUNK = 1024  # configurations decoded at once in evaluation: bounds memory, not the result
 
 
 class LatticeFlowModule(TrainingBase):
-    """Variational training of ``q(x)`` = RGFlow with a prior (``prior``: ``{name, learn_scale}``, Gaussian
-    in the experiments) towards ``p(x) = exp(-S(x))/Z``. Every argument is required: the defaults live in
+    """Variational training of ``q(x)`` = RGFlow with a prior (``prior``: ``{name, learn_scale}``; a
+    factorised Gaussian, or ``onsite``, the action's on-site measure :class:`OnsitePrior`) towards ``p(x) = exp(-S(x))/Z``. Every argument is required: the defaults live in
     conf/dataset/lattice.yaml (sizes), conf/model/lattice.yaml (flow) and conf/train.yaml (optim).
 
     The loss is the reverse KL ``E_{x~q}[log q(x) + S(x)] = KL(q||p) - ln Z``, on ``batch_size`` fresh
@@ -55,14 +56,24 @@ class LatticeFlowModule(TrainingBase):
             self.flow = RGFlow(self.target.channels, self.size, **architecture)
         except ValueError as error:  # the flow's own check of the sizes, in one sentence
             raise UserError(f"lattice.size={size}, model.block_size={architecture.get('block_size')}: {error}") from None
-        level_map = self.flow.level_map() if prior.get("learn_scale") else None
-        self.prior = build_prior(prior["name"], self.target.channels, self.size, level_map=level_map,
-                                 learn_scale=bool(prior.get("learn_scale")))
+        self.prior = self._prior(prior)
         self.batch_size, self.eval_samples = int(batch_size), int(eval_samples)
         self.optim = dict(optim or {})
         self.exact_log_z = self.target.log_z(self.size) if isinstance(self.target, FreeComplexField) else None
         self.val_log_w, self.test_log_w = CatMetric(), CatMetric()
         self.val_chi, self.test_chi = CatMetric(), CatMetric()
+
+    def _prior(self, prior: dict):
+        if prior["name"] == "onsite":  # the action's own on-site measure (lattice/onsite.py)
+            if prior.get("learn_scale"):
+                raise UserError("prior=onsite has no scale to learn: pass prior.learn_scale=false")
+            return OnsitePrior(self.target, self.size)
+        level_map = self.flow.level_map() if prior.get("learn_scale") else None
+        try:
+            return build_prior(prior["name"], self.target.channels, self.size, level_map=level_map,
+                               learn_scale=bool(prior.get("learn_scale")))
+        except ValueError as error:
+            raise UserError(f"{error}, or onsite (the action's on-site measure)") from None
 
     # -- drawing -------------------------------------------------------------------------------
 

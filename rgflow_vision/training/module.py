@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import MeanMetric
 
+from ..errors import UserError
 from ..lightning_base import NonFiniteLossError, TrainingBase, warmup_cosine
 from ..model import RGFlowModel
 
@@ -43,6 +44,9 @@ class FlowLitModule(TrainingBase):
         self.save_hyperparameters()
         # Keys left out fall to RGFlowModel.build's and RGFlow's own defaults.
         prior = {{"name": "prior", "learn_scale": "learn_prior_scale"}[k]: v for k, v in (prior or {}).items()}
+        if prior.get("prior") == "onsite":
+            raise UserError("prior=onsite is the on-site measure of a lattice action: use it with a lattice "
+                            "experiment (e.g. experiment=lattice_phi4_massive); images take prior=laplace or gaussian")
         self.model = RGFlowModel.build(channels, image_size, bits, **prior, **(architecture or {}))
         self.optim = dict(optim or {})
         self.train_bpd, self.val_bpd, self.test_bpd = MeanMetric(), MeanMetric(), MeanMetric()
