@@ -5,6 +5,7 @@
     python scripts/bench.py --model paper --batch 64 --mode reversible
     python scripts/bench.py --model small --size 64 --batch 16 --mode stored bf16
     python scripts/bench.py --model ode --batch 8    # the neural-ODE block (any conf/model/*.yaml)
+    python scripts/bench.py --model paper --batch 8 --set conditioner=shared   # model keys overridden
 
 Each measurement runs in its own process so that its peak resident memory (ru_maxrss) is its
 own. A training step is forward, backward, gradient clipping and an AdamW update on random
@@ -51,8 +52,9 @@ DEFAULT_MATRIX = [
 ]
 
 
-def architecture(name: str, mode: str) -> dict:
-    arch = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
+def architecture(name: str, mode: str, overrides: list[str] = ()) -> dict:
+    arch = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"),
+                                                  OmegaConf.from_dotlist(list(overrides))))
     arch["reversible"] = "reversible" in mode
     return arch
 
@@ -72,9 +74,10 @@ def train_step(model: RGFlowModel, opt: torch.optim.Optimizer, x: torch.Tensor, 
     return time.perf_counter() - start
 
 
-def measure(model_name: str, size: int, channels: int, batch: int, mode: str, steps: int, sample_batch: int) -> dict:
+def measure(model_name: str, size: int, channels: int, batch: int, mode: str, steps: int, sample_batch: int,
+            overrides: list[str] = ()) -> dict:
     torch.manual_seed(0)
-    model = RGFlowModel.build(channels, size, **architecture(model_name, mode))
+    model = RGFlowModel.build(channels, size, **architecture(model_name, mode, overrides))
     model.train()
     bf16 = "bf16" in mode
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
@@ -114,11 +117,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--sample-batch", type=int, default=64)
     parser.add_argument("--allocator", choices=["tcmalloc", "system"], default="tcmalloc")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="model keys over the yaml's, e.g. conditioner=shared hidden=256")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     mode = "+".join(sorted(args.mode))
     if args.one:
-        print(json.dumps(measure(args.model, args.size, args.channels, args.batch, mode, args.steps, args.sample_batch)))
+        print(json.dumps(measure(args.model, args.size, args.channels, args.batch, mode, args.steps, args.sample_batch,
+                                 args.set)))
         return
 
     runs = [(args.model, args.batch, mode)] if args.model and args.batch else DEFAULT_MATRIX
@@ -126,14 +132,14 @@ def main() -> None:
     preload = env.get("LD_PRELOAD")
     print(f"torch {torch.__version__}, {describe_cpu(cpu_info())}, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, allocator {preload or 'system malloc'}, "
-          f"{args.channels}x{args.size}x{args.size} images")
+          f"{args.channels}x{args.size}x{args.size} images" + (f", model keys {' '.join(args.set)}" if args.set else ""))
     header = (f"{'model':>6} {'batch':>5} {'mode':>16} {'params':>12} {'step s':>8} {'(min)':>7} "
               f"{'sample img/s':>13} {'peak GiB':>9}")
     print(header, flush=True)
     for model_name, batch, run_mode in runs:
         cmd = [sys.executable, __file__, "--one", "--model", model_name, "--batch", str(batch),
                "--size", str(args.size), "--channels", str(args.channels), "--steps", str(args.steps),
-               "--sample-batch", str(args.sample_batch), "--mode", *run_mode.split("+")]
+               "--sample-batch", str(args.sample_batch), "--mode", *run_mode.split("+"), "--set", *args.set]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             print(f"{model_name:>6} {batch:>5} {run_mode:>16}  failed (exit {proc.returncode}): "

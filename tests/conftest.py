@@ -11,9 +11,11 @@ from rgflow_vision.apps import train as train_app
 from .apps import QUICK, TINY_MODEL, compose_cfg
 
 TINY = dict(hidden=16, num_res_blocks=1, couplings=(2, 1))
-TINY_BY_BIJECTION = {"rnvp": TINY, "ode": dict(bijection="ode", hidden=16, depth=1, steps=(3, 2), rate=0.69)}
+# Every registered bijection, and each variant of one that computes differently (RealNVP's shared s/t network).
+TINY_BY_BIJECTION = {"rnvp": TINY, "rnvp_shared": dict(TINY, conditioner="shared"),
+                     "ode": dict(bijection="ode", hidden=16, depth=1, steps=(3, 2), rate=0.69)}
 BIJECTIONS = sorted(TINY_BY_BIJECTION)
-OUT_SCALE = {"rnvp": 0.2, "ode": 2.0}  # spread of the zero-initialised output scales: far from the identity
+OUT_SCALE = {"rnvp": 0.2, "rnvp_shared": 0.2, "ode": 2.0}  # spread of the zero-initialised output scales: far from the identity
 
 
 def perturbed_flow(channels: int, size: int, dtype=torch.float32, seed: int = 0, bijection: str = "rnvp",

@@ -17,7 +17,7 @@ TOL = {torch.float32: 1e-4, torch.float64: 1e-9}
 
 @pytest.mark.parametrize("bijection", BIJECTIONS)
 def test_flow_is_the_identity_at_initialisation(bijection):
-    flow = RGFlow(3, 16, bijection=bijection)
+    flow = RGFlow(3, 16, **TINY_BY_BIJECTION[bijection])
     x = torch.randn(4, 3, 16, 16)
     z, logdet = flow.encode(x)
     assert torch.equal(z, x)
@@ -76,7 +76,7 @@ def test_logdet_equals_slogdet_of_the_autograd_jacobian(channels, size, bijectio
     sign, expected = jacobian_logdet(flow.encode, x)
     assert sign != 0
     # The ODE's Lipschitz bound keeps its log-dets smaller than the couplings' for random weights.
-    assert abs(expected.item()) > (1.0 if bijection == "rnvp" else 0.2), "a log-det near zero would not test much"
+    assert abs(expected.item()) > (0.2 if bijection == "ode" else 1.0), "a log-det near zero would not test much"
     assert logdet.item() == pytest.approx(expected.item(), abs=1e-8)
     _, expected_dec = jacobian_logdet(flow.decode, z)
     assert flow.decode(z)[1].item() == pytest.approx(expected_dec.item(), abs=1e-8)
@@ -125,7 +125,8 @@ def test_a_level_h_latent_moves_only_pixels_in_its_causal_cone(level, bijection)
     z2 = z.clone()
     z2[0, 0, site[0], site[1]] += 1.0
     x2, _ = flow.decode(z2)
-    moved = (x2 - x)[0, 0].abs() > 1e-12
+    # Outside the cone the arithmetic is the same, bit for bit; inside, the edge of a level-2 cone moves by ~1e-12.
+    moved = (x2 - x)[0, 0] != 0
     cone = causal_cone(site_mask(size, *site), direction="decode")
     assert not moved[~cone].any(), "a pixel outside the causal cone changed"
     assert torch.equal(moved, cone), "for generic weights the cone is tight"

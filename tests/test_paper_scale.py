@@ -46,6 +46,13 @@ def test_paper_flow_is_invertible_and_reversible_gradients_match():
 def test_bench_script_reports_a_training_step():
     cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "--one", "--model", "small", "--batch", "2",
            "--size", "16", "--steps", "1", "--sample-batch", "2", "--mode", "reversible"]
-    result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+
+    def bench(*extra: str) -> dict:
+        out = subprocess.run([*cmd, *extra], check=True, capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    result = bench()
     assert result["params"] > 0 and result["step_s"] > 0 and result["peak_rss_gib"] > 0
     assert result["mode"] == "reversible" and result["sample_img_per_s"] > 0
+    # --set overrides model keys: one network for s and t has fewer parameters than two
+    assert 0.5 * result["params"] < bench("--set", "conditioner=shared")["params"] < 0.75 * result["params"]

@@ -6,17 +6,18 @@ import torch
 from .conftest import perturbed_flow
 
 
-def twin_flows(dtype=torch.float64):
-    plain = perturbed_flow(3, 16, dtype, hidden=32)
-    rev = perturbed_flow(3, 16, dtype, hidden=32)
+def twin_flows(dtype=torch.float64, bijection="rnvp"):
+    plain = perturbed_flow(3, 16, dtype, bijection=bijection, hidden=32)
+    rev = perturbed_flow(3, 16, dtype, bijection=bijection, hidden=32)
     rev.reversible = True
     assert rev.reversible and not plain.reversible
     return plain, rev
 
 
+@pytest.mark.parametrize("bijection", ["rnvp", "rnvp_shared"])
 @pytest.mark.parametrize("direction", ["encode", "decode"])
-def test_reversible_gradients_equal_stored_activation_gradients(direction):
-    plain, rev = twin_flows()
+def test_reversible_gradients_equal_stored_activation_gradients(direction, bijection):
+    plain, rev = twin_flows(bijection=bijection)
     x = torch.randn(3, 3, 16, 16, dtype=torch.float64)
     w = torch.randn_like(x)  # an arbitrary loss that uses both outputs
     grads = []

@@ -30,17 +30,28 @@ def checkerboard(channels: int, block_size: int, mask: str = "sites") -> torch.T
     return ((c[:, None, None] + i[:, None] + i[None, :]) % 2 == 0).float().reshape(-1)
 
 
+CONDITIONERS = ("separate", "shared")
+
+
 class AffineCoupling(nn.Module):
-    """``y = x * exp(s(x_m)) + t(x_m)`` on the sites outside the conditioning mask ``m``."""
+    """``y = x * exp(s(x_m)) + t(x_m)`` on the sites outside the conditioning mask ``m``.
+
+    ``conditioner="separate"`` (the paper's) gives ``s`` and ``t`` a network each; ``"shared"`` computes both
+    with one network twice as wide at its ends (its hidden layers shared), about 0.6x the matrix work."""
 
     def __init__(self, channels: int, block_size: int, hidden: int, num_res_blocks: int, mlp_depth: int,
-                 mask: str = "sites"):
+                 mask: str = "sites", conditioner: str = "separate"):
         super().__init__()
+        if conditioner not in CONDITIONERS:
+            raise ValueError(f"conditioner must be one of {', '.join(CONDITIONERS)}, got {conditioner!r}")
         features = channels * block_size**2
         mask = checkerboard(channels, block_size, mask)
         self.register_buffer("masks", torch.stack([mask, 1 - mask]), persistent=False)
-        self.s = ResidualMLP(features, hidden, num_res_blocks, mlp_depth, tanh=True)
-        self.t = ResidualMLP(features, hidden, num_res_blocks, mlp_depth, tanh=False)
+        if conditioner == "shared":
+            self.st = ResidualMLP(2 * features, hidden, num_res_blocks, mlp_depth, tanh=False)
+        else:
+            self.s = ResidualMLP(features, hidden, num_res_blocks, mlp_depth, tanh=True)
+            self.t = ResidualMLP(features, hidden, num_res_blocks, mlp_depth, tanh=False)
 
     def scale_shift(self, x_cond: torch.Tensor, parity: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``s`` and ``t`` from the conditioning sites; both vanish on those sites."""
@@ -49,6 +60,10 @@ class AffineCoupling(nn.Module):
         # float64 data); the affine map and the log-det keep the data's, at least float32.
         # Invertibility is unaffected: the inverse sees the same conditioning bits.
         dtype = torch.promote_types(x_cond.dtype, torch.float32)
+        if hasattr(self, "st"):  # the residual stream carries (s, t): it starts as the input twice
+            h, free = x_cond.to(self.st.out_scale.dtype), free.to(self.st.out_scale.dtype)
+            s, t = self.st(h.repeat(1, 2), free.repeat(2)).chunk(2, dim=1)
+            return torch.tanh(s).to(dtype), t.to(dtype)
         h, free = x_cond.to(self.s.out_scale.dtype), free.to(self.s.out_scale.dtype)
         return self.s(h, free).to(dtype), self.t(h, free).to(dtype)
 
@@ -81,10 +96,12 @@ class BlockFlow(nn.Module):
         mlp_depth: int,
         reversible: bool = False,
         mask: str = "sites",
+        conditioner: str = "separate",
     ):
         super().__init__()
         self.couplings = nn.ModuleList(
-            AffineCoupling(channels, block_size, hidden, num_res_blocks, mlp_depth, mask) for _ in range(num_couplings)
+            AffineCoupling(channels, block_size, hidden, num_res_blocks, mlp_depth, mask, conditioner)
+            for _ in range(num_couplings)
         )
         self.reversible = reversible
 

@@ -5,6 +5,7 @@
 - ``observables`` and ``estimators``: ESS, ln Z, reweighting, independence Metropolis, errors, tau_int;
 - ``bulk``: the holographic view (S_eff, latent and field HMC, bulk correlations and their picture);
 - ``diagnostics``: where a hierarchical flow loses KL (exact Gaussian floor, per-level latent KL);
+- ``onsite``: the prior made of the action's own on-site measure (the flow then learns only the hopping);
 - ``module`` and ``datamodule``: the LightningModule trained by reverse KL and its step counter;
 - ``report``: what ``lattice.py`` prints and writes (``lattice_report.json``).
 
@@ -53,6 +54,7 @@ from .estimators import (
 )
 from .module import LatticeFlowModule, evaluation_metrics
 from .metropolis import MetropolisResult, checkerboard_masks, metropolis, metropolis_sweep
+from .onsite import OnsitePrior
 from .observables import (
     DEFAULT_OBSERVABLES,
     axis_two_point,
@@ -77,6 +79,7 @@ __all__ = [
     "LatticeFlowModule",
     "LogZ",
     "MetropolisResult",
+    "OnsitePrior",
     "RealPhi4",
     "autocorrelation",
     "axis_two_point",
