@@ -143,7 +143,7 @@ def test_at_kappa_0_2_the_on_site_prior_reaches_a_kl_the_gaussian_prior_cannot()
 
 
 def test_prior_onsite_is_selected_from_the_config_for_lattices_only(tmp_path):
-    module = train_app.build_module(compose_cfg(tmp_path, "experiment=lattice_phi4_massive", "prior=onsite"), None)
+    module = train_app.build_module(compose_cfg(tmp_path, "experiment=lattice_free", "prior=onsite"), None)
     assert isinstance(module.prior, OnsitePrior) and module.prior.shape == (2, 8, 8)
     with pytest.raises(UserError, match="no scale to learn"):
         train_app.build_module(compose_cfg(tmp_path, "experiment=lattice_phi4_massive", "prior=onsite",

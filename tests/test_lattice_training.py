@@ -14,6 +14,7 @@ from rgflow_vision.apps import train as train_app
 from rgflow_vision.errors import UserError
 from rgflow_vision.lattice import FlowDrawsDataModule, FreeComplexField, log_weights
 from rgflow_vision.lattice.module import LatticeFlowModule, evaluation_metrics
+from rgflow_vision.lattice.onsite import OnsitePrior
 from rgflow_vision.lattice.reference import lookup
 from rgflow_vision.training.checkpoint import load_module
 
@@ -111,6 +112,9 @@ def test_lattice_experiments_compose_into_an_action_and_float32(tmp_path, experi
     assert module.flow.block_size == 4 and module.flow.num_levels == 2 and module.flow.depth == 2  # hierarchical
     if experiment == "lattice_phi4_critical":
         assert module.target.kappa == 0.6 and module.target.lam == 1.145
+    # phi^4 starts from its on-site measure (a ring), the free field from unit Gaussians
+    assert isinstance(module.prior, OnsitePrior) == (name == "complex_phi4")
+    assert cfg.trainer.max_time == "00:00:30:00"  # each recipe is 30 minutes, the cosine on the clock
 
 
 def test_lattice_size_16_adds_a_level_and_the_prior_is_the_configured_one(tmp_path):
