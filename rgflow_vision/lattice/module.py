@@ -20,8 +20,9 @@ EVAL_CHUNK = 1024  # configurations decoded at once in evaluation: bounds memory
 
 class LatticeFlowModule(TrainingBase):
     """Variational training of ``q(x)`` = RGFlow with a prior (``prior``: ``{name, learn_scale}``; a
-    factorised Gaussian, or ``onsite``, the action's on-site measure :class:`OnsitePrior`) towards ``p(x) = exp(-S(x))/Z``. Every argument is required: the defaults live in
-    conf/dataset/lattice.yaml (sizes), conf/model/lattice.yaml (flow) and conf/train.yaml (optim).
+    factorised Gaussian, or ``onsite``, the action's on-site measure :class:`OnsitePrior`) towards
+    ``p(x) = exp(-S(x))/Z``. Every argument is required: the defaults live in conf/dataset/lattice.yaml
+    (sizes), conf/model/lattice.yaml (flow) and conf/train.yaml (optim).
 
     The loss is the reverse KL ``E_{x~q}[log q(x) + S(x)] = KL(q||p) - ln Z``, on ``batch_size`` fresh
     draws per step, so ``-loss`` is a lower bound on ``ln Z``. The fields are the flow's output as
