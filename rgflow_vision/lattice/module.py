@@ -9,7 +9,7 @@ from ..errors import UserError
 from ..flows import RGFlow
 from ..lightning_base import TrainingBase
 from ..model import sample_and_log_prob
-from ..priors import build_prior
+from ..priors import PRIORS, build_prior
 from .actions import FreeComplexField, build_action
 from .estimators import ess, log_weights, log_z, reverse_kl
 from .observables import susceptibility
@@ -69,12 +69,11 @@ class LatticeFlowModule(TrainingBase):
             if prior.get("learn_scale"):
                 raise UserError("prior=onsite has no scale to learn: pass prior.learn_scale=false")
             return OnsitePrior(self.target, self.size)
+        if prior["name"] not in PRIORS:  # the app turns this into one sentence, as for every model value
+            raise ValueError(f"unknown prior {prior['name']!r}; choose one of {sorted(PRIORS)} or onsite")
         level_map = self.flow.level_map() if prior.get("learn_scale") else None
-        try:
-            return build_prior(prior["name"], self.target.channels, self.size, level_map=level_map,
-                               learn_scale=bool(prior.get("learn_scale")))
-        except ValueError as error:
-            raise UserError(f"{error}, or onsite (the action's on-site measure)") from None
+        return build_prior(prior["name"], self.target.channels, self.size, level_map=level_map,
+                           learn_scale=bool(prior.get("learn_scale")))
 
     # -- drawing -------------------------------------------------------------------------------
 
