@@ -13,9 +13,10 @@ from .apps import QUICK, TINY_MODEL, compose_cfg
 TINY = dict(hidden=16, num_res_blocks=1, couplings=(2, 1))
 # Every registered bijection, and each variant of one that computes differently (RealNVP's shared s/t network).
 TINY_BY_BIJECTION = {"rnvp": TINY, "rnvp_shared": dict(TINY, conditioner="shared"),
+                     "rnvp_spline": dict(TINY, transform="spline", bins=4, tail_bound=5.0),
                      "ode": dict(bijection="ode", hidden=16, depth=1, steps=(3, 2), rate=0.69)}
 BIJECTIONS = sorted(TINY_BY_BIJECTION)
-OUT_SCALE = {"rnvp": 0.2, "rnvp_shared": 0.2, "ode": 2.0}  # spread of the zero-initialised output scales: far from the identity
+OUT_SCALE = {"rnvp": 0.2, "rnvp_shared": 0.2, "rnvp_spline": 0.15, "ode": 2.0}  # spread of the zero-initialised output scales: far from the identity
 
 
 def perturbed_flow(channels: int, size: int, dtype=torch.float32, seed: int = 0, bijection: str = "rnvp",
@@ -27,6 +28,8 @@ def perturbed_flow(channels: int, size: int, dtype=torch.float32, seed: int = 0,
         for name, p in flow.named_parameters():
             if name.endswith("out_scale"):
                 p.normal_(0.0, OUT_SCALE[bijection])
+            elif name.endswith("head.weight"):  # the spline's zero-initialised parameter head
+                p.normal_(0.0, OUT_SCALE[bijection] / p.shape[1] ** 0.5)
             else:
                 p.add_(0.1 * torch.randn_like(p))
     return flow

@@ -2,7 +2,7 @@
 
 from .bijections import BIJECTIONS
 from .conditioner import ResidualMLP, Swish
-from .coupling import AffineCoupling, BlockFlow, checkerboard
+from .coupling import Coupling, BlockFlow, checkerboard
 from .geometry import causal_cone, cone_width, layer_schedule, level_map, num_levels
 from .ode import ODEBlock
 from .preprocess import PixelTransform
@@ -10,7 +10,7 @@ from .rgflow import RGFlow
 
 __all__ = [
     "BIJECTIONS",
-    "AffineCoupling",
+    "Coupling",
     "BlockFlow",
     "ODEBlock",
     "PixelTransform",

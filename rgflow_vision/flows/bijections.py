@@ -28,14 +28,18 @@ def at_level(per_level: Sequence[int] | int, level: int, what: str) -> int:
 
 def realnvp(channels: int, block_size: int, level: int, *, symmetry: str | None = None, hidden: int = 128,
             num_res_blocks: int = 2, mlp_depth: int = 2, couplings: Sequence[int] | int = (4, 3, 2),
-            reversible: bool = False, mask: str = "sites", conditioner: str = "separate") -> nn.Module:
+            reversible: bool = False, mask: str = "sites", conditioner: str = "separate", transform: str = "affine",
+            bins: int = 8, tail_bound: float = 4.0) -> nn.Module:
     """The RealNVP coupling stack (the paper's block; see :mod:`.coupling`); ``mask`` ``"sites"`` (the paper's
     checkerboard) or ``"channels"`` (alternating with the channel too, see :func:`.coupling.checkerboard`);
-    ``conditioner`` ``"separate"`` (the paper's s and t networks) or ``"shared"`` (one network for both)."""
+    ``conditioner`` ``"separate"`` (the paper's s and t networks) or ``"shared"`` (one network for both);
+    ``transform`` ``"affine"`` (the paper's) or ``"spline"`` (``bins`` rational-quadratic bins on
+    ``[-tail_bound, tail_bound]``)."""
     if symmetry is not None:
         raise ValueError(f"bijection 'rnvp' has no built-in symmetry (got {symmetry!r}); use bijection='ode'")
     n = at_level(couplings, level, "couplings")
-    return BlockFlow(channels, block_size, n, hidden, num_res_blocks, mlp_depth, reversible, mask, conditioner)
+    return BlockFlow(channels, block_size, n, hidden, num_res_blocks, mlp_depth, reversible, mask, conditioner,
+                     transform, bins, tail_bound)
 
 
 def neural_ode(channels: int, block_size: int, level: int, *, symmetry: str | None = None, hidden: int = 64,

@@ -1,8 +1,9 @@
-"""The bijection shared by all blocks of a layer: a stack of RealNVP affine couplings.
+"""The bijection shared by all blocks of a layer: a stack of RealNVP couplings.
 
-A block is a vector of ``C*K*K`` values laid out as ``(C, K, K)``. Each coupling owns a
-log-scale network ``s`` and a shift network ``t`` and is applied twice: first the sites of
-the checkerboard mask condition the others, then the complement does. Optionally the
+A block is a vector of ``C*K*K`` values laid out as ``(C, K, K)``. Each coupling (affine, the
+paper's, or a rational-quadratic spline) owns the networks that compute its parameters and is
+applied twice: first the sites of the checkerboard mask condition the others, then the
+complement does. Optionally the
 backward pass rebuilds each coupling's input from its output instead of storing
 activations (reversible backpropagation), so memory no longer grows with depth.
 """
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from .conditioner import ResidualMLP
+from .spline import rational_quadratic
 
 
 MASKS = ("sites", "channels")
@@ -31,56 +33,91 @@ def checkerboard(channels: int, block_size: int, mask: str = "sites") -> torch.T
 
 
 CONDITIONERS = ("separate", "shared")
+TRANSFORMS = ("affine", "spline")
 
 
-class AffineCoupling(nn.Module):
-    """``y = x * exp(s(x_m)) + t(x_m)`` on the sites outside the conditioning mask ``m``.
+class Coupling(nn.Module):
+    """An elementwise bijection of the sites outside the conditioning mask ``m``, whose parameters are computed
+    from the sites of ``m``.
 
-    ``conditioner="separate"`` (the paper's) gives ``s`` and ``t`` a network each; ``"shared"`` computes both
-    with one network twice as wide at its ends (its hidden layers shared), about 0.6x the matrix work."""
+    ``transform="affine"`` (the paper's) is ``y = x * exp(s(x_m)) + t(x_m)``; ``"spline"`` is a monotone
+    rational-quadratic spline of ``bins`` bins on ``[-tail_bound, tail_bound]``, the identity outside (see
+    :mod:`.spline`), whose bin widths, heights and knot slopes are computed. ``conditioner="separate"`` (the
+    paper's) gives each kind of parameter a network (``s`` and ``t``; widths, heights and slopes); ``"shared"``
+    computes them all with one network as wide at its ends as they are together (its hidden layers shared):
+    about 0.6x the matrix work of the affine pair.
+    """
 
     def __init__(self, channels: int, block_size: int, hidden: int, num_res_blocks: int, mlp_depth: int,
-                 mask: str = "sites", conditioner: str = "separate"):
+                 mask: str = "sites", conditioner: str = "separate", transform: str = "affine", bins: int = 8,
+                 tail_bound: float = 4.0):
         super().__init__()
         if conditioner not in CONDITIONERS:
             raise ValueError(f"conditioner must be one of {', '.join(CONDITIONERS)}, got {conditioner!r}")
-        features = channels * block_size**2
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
+        if transform == "spline" and (bins < 2 or not tail_bound > 0):
+            raise ValueError(f"a spline needs bins >= 2 and tail_bound > 0, got bins={bins}, tail_bound={tail_bound}")
+        self.features = channels * block_size**2
         mask = checkerboard(channels, block_size, mask)
         self.register_buffer("masks", torch.stack([mask, 1 - mask]), persistent=False)
-        if conditioner == "shared":
-            self.st = ResidualMLP(2 * features, hidden, num_res_blocks, mlp_depth, tanh=False)
-        else:
-            self.s = ResidualMLP(features, hidden, num_res_blocks, mlp_depth, tanh=True)
-            self.t = ResidualMLP(features, hidden, num_res_blocks, mlp_depth, tanh=False)
+        # the indices of the free values per parity (a checkerboard frees half of them either way)
+        self.register_buffer("free_sites", torch.stack([(1 - mask).nonzero()[:, 0], mask.nonzero()[:, 0]]),
+                             persistent=False)
+        self.transform, self.tail_bound = transform, float(tail_bound)
+        # Parameters per free value, by kind. Every network's output starts at zero: every coupling starts as the
+        # identity. The affine networks' residual streams carry (s, t) (the shared one starts as the input twice);
+        # the spline's parameters (3 * bins - 1 per value) come from a linear head on a features-wide stream.
+        self.kinds = {"s": 1, "t": 1} if transform == "affine" else {"w": bins, "h": bins, "d": bins - 1}
+        groups = [(name, n) for name, n in self.kinds.items()] if conditioner == "separate" else \
+            [("".join(self.kinds), sum(self.kinds.values()))]
+        for name, n in groups:  # (affine: s and t, or st, the names of the paper's checkpoints)
+            net = ResidualMLP(self.features * n, hidden, num_res_blocks, mlp_depth) if transform == "affine" else \
+                ResidualMLP(self.features, hidden, num_res_blocks, mlp_depth, out_features=self.features * n)
+            self.add_module(name, net)
+        self.groups = [name for name, _ in groups]
 
-    def scale_shift(self, x_cond: torch.Tensor, parity: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``s`` and ``t`` from the conditioning sites; both vanish on those sites."""
-        free = self.masks[1 - parity]
-        # The networks run in their own precision (bf16 under autocast, float32 weights on
-        # float64 data); the affine map and the log-det keep the data's, at least float32.
-        # Invertibility is unaffected: the inverse sees the same conditioning bits.
+    def parameters_of(self, x_cond: torch.Tensor, parity: int) -> list[torch.Tensor]:
+        """The transform's parameters per kind, from the conditioning sites: affine ``(N, 1, features)``, zero on
+        the conditioning sites; spline ``(N, n, features / 2)``, for the free sites only (``free_sites``)."""
+        # The networks run in their own precision (bf16 under autocast, float32 weights on float64 data); the
+        # transform and its log-det keep the data's, at least float32. Invertibility is unaffected: the inverse
+        # sees the same conditioning bits.
         dtype = torch.promote_types(x_cond.dtype, torch.float32)
-        if hasattr(self, "st"):  # the residual stream carries (s, t): it starts as the input twice
-            h, free = x_cond.to(self.st.out_scale.dtype), free.to(self.st.out_scale.dtype)
-            s, t = self.st(h.repeat(1, 2), free.repeat(2)).chunk(2, dim=1)
-            return torch.tanh(s).to(dtype), t.to(dtype)
-        h, free = x_cond.to(self.s.out_scale.dtype), free.to(self.s.out_scale.dtype)
-        return self.s(h, free).to(dtype), self.t(h, free).to(dtype)
+        free = self.masks[1 - parity]
+        width = self.features if self.transform == "affine" else self.features // 2
+        out = []
+        for name in self.groups:
+            net = getattr(self, name)
+            h = x_cond.to(net.dtype)
+            if self.transform == "affine":
+                n = net.out_scale.numel() // self.features
+                p = net(h.repeat(1, n), free.to(net.dtype).repeat(n))
+            else:  # the head's outputs are the parameters of parity 0's free values, then parity 1's
+                p = net(h, part=(parity, 2))
+            out.append(p.to(dtype).unflatten(1, (-1, width)))
+        return out if len(out) > 1 else list(out[0].split(list(self.kinds.values()), dim=1))
+
+    def apply_transform(self, x: torch.Tensor, params: list[torch.Tensor], parity: int,
+                        inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The elementwise map of the free sites given their parameters, and its per-vector log|det|."""
+        if self.transform == "affine":
+            # s = t = 0 on the conditioning sites, which therefore pass through bit for bit.
+            s, t = torch.tanh(params[0][:, 0]), params[1][:, 0]
+            if inverse:
+                return (x - t) * torch.exp(-s), -s.sum(dim=1)
+            return x * torch.exp(s) + t, s.sum(dim=1)
+        # Only the free sites are splined; the conditioning sites pass through bit for bit.
+        free = self.free_sites[parity]
+        y, logdet = rational_quadratic(x.index_select(1, free), *params, self.tail_bound, inverse)
+        return x.index_copy(1, free, y), logdet.sum(dim=1)
 
     def forward(self, x: torch.Tensor, parity: int, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """One half of the coupling: ``parity`` 0 conditions on the mask, 1 on its complement.
 
         Returns the new vectors and the per-vector log|det| of the map that was applied.
         """
-        s, t = self.scale_shift(x * self.masks[parity], parity)
-        return affine(x, s, t, inverse)
-
-
-def affine(x, s, t, inverse):
-    # s = t = 0 on the conditioning sites, which therefore pass through bit for bit.
-    if inverse:
-        return (x - t) * torch.exp(-s), -s.sum(dim=1)
-    return x * torch.exp(s) + t, s.sum(dim=1)
+        return self.apply_transform(x, self.parameters_of(x * self.masks[parity], parity), parity, inverse)
 
 
 class BlockFlow(nn.Module):
@@ -97,15 +134,18 @@ class BlockFlow(nn.Module):
         reversible: bool = False,
         mask: str = "sites",
         conditioner: str = "separate",
+        transform: str = "affine",
+        bins: int = 8,
+        tail_bound: float = 4.0,
     ):
         super().__init__()
         self.couplings = nn.ModuleList(
-            AffineCoupling(channels, block_size, hidden, num_res_blocks, mlp_depth, mask, conditioner)
+            Coupling(channels, block_size, hidden, num_res_blocks, mlp_depth, mask, conditioner, transform, bins, tail_bound)
             for _ in range(num_couplings)
         )
         self.reversible = reversible
 
-    def steps(self, inverse: bool) -> list[tuple[AffineCoupling, int]]:
+    def steps(self, inverse: bool) -> list[tuple[Coupling, int]]:
         """The half-couplings in the order they are applied."""
         order = [(c, parity) for c in self.couplings for parity in (0, 1)]
         return order[::-1] if inverse else order
@@ -154,11 +194,11 @@ class _ReversibleSteps(torch.autograd.Function):
                 # The conditioning sites of the input equal those of the output, so one pass
                 # of the networks both rebuilds the input and records the graph for its gradient.
                 x_cond = (y * cond).detach().requires_grad_(True)
-                s, t = coupling.scale_shift(x_cond, parity)
+                params = coupling.parameters_of(x_cond, parity)
                 with torch.no_grad():
-                    x = affine(y, s, t, not inverse)[0]
+                    x = coupling.apply_transform(y, params, parity, not inverse)[0]
                 x = x.detach().requires_grad_(True)
-                y_again, logdet = affine(x, s, t, inverse)
+                y_again, logdet = coupling.apply_transform(x, params, parity, inverse)
                 g = torch.autograd.grad(
                     (y_again, logdet), [x, x_cond, *step_params], (grad_y, grad_logdet), allow_unused=True
                 )
