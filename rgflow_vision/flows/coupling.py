@@ -61,9 +61,9 @@ class Coupling(nn.Module):
         self.features = channels * block_size**2
         mask = checkerboard(channels, block_size, mask)
         self.register_buffer("masks", torch.stack([mask, 1 - mask]), persistent=False)
-        # the indices of the free values per parity (a checkerboard frees half of them either way)
-        self.register_buffer("free_sites", torch.stack([(1 - mask).nonzero()[:, 0], mask.nonzero()[:, 0]]),
-                             persistent=False)
+        # the indices of the free values per parity: a checkerboard frees half of them either way, so the zeros of
+        # the mask (free at parity 0), sorted first, fill the first row (argsort, unlike nonzero, runs on meta)
+        self.register_buffer("free_sites", torch.argsort(mask, stable=True).view(2, -1), persistent=False)
         self.transform, self.tail_bound = transform, float(tail_bound)
         # Parameters per free value, by kind. Every network's output starts at zero: every coupling starts as the
         # identity. The affine networks' residual streams carry (s, t) (the shared one starts as the input twice);
