@@ -70,8 +70,7 @@ class ResidualMLP(nn.Module):
         for block in self.res_blocks:
             x = (x + block(x)) * (1 / math.sqrt(2))
         if hasattr(self, "head"):
-            if part is None:
-                return self.head(x)
-            rows = slice(part[0] * self.head.out_features // part[1], (part[0] + 1) * self.head.out_features // part[1])
+            (i, parts), n = part or (0, 1), self.head.out_features
+            rows = slice(i * n // parts, (i + 1) * n // parts)
             return F.linear(x, self.head.weight[rows], self.head.bias[rows])
         return (self.out_scale if keep is None else self.out_scale * keep) * x

@@ -69,7 +69,7 @@ class Coupling(nn.Module):
         # identity. The affine networks' residual streams carry (s, t) (the shared one starts as the input twice);
         # the spline's parameters (3 * bins - 1 per value) come from a linear head on a features-wide stream.
         self.kinds = {"s": 1, "t": 1} if transform == "affine" else {"w": bins, "h": bins, "d": bins - 1}
-        groups = [(name, n) for name, n in self.kinds.items()] if conditioner == "separate" else \
+        groups = list(self.kinds.items()) if conditioner == "separate" else \
             [("".join(self.kinds), sum(self.kinds.values()))]
         for name, n in groups:  # (affine: s and t, or st, the names of the paper's checkpoints)
             net = ResidualMLP(self.features * n, hidden, num_res_blocks, mlp_depth) if transform == "affine" else \
