@@ -112,8 +112,8 @@ def test_lattice_experiments_compose_into_an_action_and_float32(tmp_path, experi
     assert module.flow.block_size == 4 and module.flow.num_levels == 2 and module.flow.depth == 2  # hierarchical
     if experiment == "lattice_phi4_critical":
         assert module.target.kappa == 0.6 and module.target.lam == 1.145
-    # the massive field's couplings are splines: affine ones stopped at ESS/N 0.09 (README, Lattice)
-    assert cfg.model.transform == ("spline" if experiment == "lattice_phi4_massive" else "affine")
+    # phi^4's couplings are splines: a site's conditional is a tilted ring, and affine ones stopped at ESS/N 0.09
+    assert cfg.model.transform == ("spline" if name == "complex_phi4" else "affine")
     # phi^4 starts from its on-site measure (a ring), the free field from unit Gaussians
     assert isinstance(module.prior, OnsitePrior) == (name == "complex_phi4")
     assert cfg.trainer.max_time == "00:00:30:00"  # each recipe is 30 minutes, the cosine on the clock
