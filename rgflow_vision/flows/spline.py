@@ -53,18 +53,20 @@ def rational_quadratic(x: torch.Tensor, widths: torch.Tensor, heights: torch.Ten
     wk, hk, x0, y0, d0, d1 = at(w), at(h), at(xk), at(yk), at(d), at(d[..., 1:, :])
     v = v[..., 0, :]
     s = hk / wk
+    curve = d1 + d0 - 2 * s
     if inverse:
         dy = v - y0
-        a = hk * (s - d0) + dy * (d1 + d0 - 2 * s)
-        b = hk * d0 - dy * (d1 + d0 - 2 * s)
+        a = hk * (s - d0) + dy * curve
+        b = hk * d0 - dy * curve
         c = -s * dy
         xi = (2 * c) / (-b - torch.sqrt((b * b - 4 * a * c).clamp(min=0)))
         out = x0 + xi * wk
     else:
         xi = (v - x0) / wk
-        out = y0 + hk * (s * xi**2 + d0 * xi * (1 - xi)) / (s + (d1 + d0 - 2 * s) * xi * (1 - xi))
     one = xi * (1 - xi)
-    denom = s + (d1 + d0 - 2 * s) * one
+    denom = s + curve * one
+    if not inverse:
+        out = y0 + hk * (s * xi**2 + d0 * one) / denom
     logdet = 2 * torch.log(s) + torch.log(d1 * xi**2 + 2 * s * one + d0 * (1 - xi) ** 2) - 2 * torch.log(denom)
     if inverse:
         logdet = -logdet
