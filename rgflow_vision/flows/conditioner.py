@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -20,7 +21,11 @@ class Swish(nn.Module):
         self.beta = nn.Parameter(torch.ones(features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(self.beta * x)
+        return swish(x, self.beta)
+
+
+def swish(x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(beta * x)
 
 
 def _linear(fan_in: int, fan_out: int) -> nn.Module:
@@ -62,15 +67,51 @@ class ResidualMLP(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.res_blocks[0][1].bias.dtype
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None, part: tuple[int, int] | None = None
-                ) -> torch.Tensor:
+    def tensors(self, dtype: torch.dtype | None = None) -> NetworkTensors:
+        """Every tensor the forward pass uses, cast to ``dtype`` (by default the network's own).
+
+        Each weight-normalised matrix is built (or taken from ``parametrize.cached()``) and cast once here.
+        A caller that runs the network more than once (a coupling runs it for both parities) passes the
+        result to each :meth:`forward`: under bf16 autocast the casts then happen once per layer call, not
+        at every matrix product. (Autocast caches its casts of leaf parameters only, so it recast each
+        weight-normalised matrix at every product; and the float32 ``beta`` of a swish after a bf16 product
+        cost two casts of the activations, forward and backward.)
+        """
+        dtype = dtype or self.dtype
+
+        def cast(t: torch.Tensor) -> torch.Tensor:
+            return t.to(dtype)
+
+        blocks = [[(cast(swish.beta), cast(linear.weight), cast(linear.bias)) for swish, linear in zip(b[::2], b[1::2])]
+                  for b in self.res_blocks]
+        head = (cast(self.head.weight), cast(self.head.bias)) if hasattr(self, "head") else None
+        return NetworkTensors(blocks, head)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None, part: tuple[int, int] | None = None,
+                tensors: NetworkTensors | None = None) -> torch.Tensor:
         """``keep`` (0/1 per feature) zeroes the other outputs exactly; folded into the output scale, it
         costs a multiply of ``features`` numbers instead of one of the whole batch. With a head, ``part``
-        ``(i, parts)`` computes only the i-th of ``parts`` equal blocks of its outputs."""
-        for block in self.res_blocks:
-            x = (x + block(x)) * (1 / math.sqrt(2))
-        if hasattr(self, "head"):
-            (i, parts), n = part or (0, 1), self.head.out_features
-            rows = slice(i * n // parts, (i + 1) * n // parts)
-            return F.linear(x, self.head.weight[rows], self.head.bias[rows])
-        return (self.out_scale if keep is None else self.out_scale * keep) * x
+        ``(i, parts)`` computes only the i-th of ``parts`` equal blocks of its outputs. ``tensors`` (see
+        :meth:`tensors`) sets the precision of the blocks and the head; the residual stream keeps ``x``'s."""
+        blocks, head = tensors or self.tensors()
+        # Autocast is off inside: every tensor already has its precision. The blocks run in the tensors'
+        # precision; the residual stream stays in x's (float32), which the sum promotes each block's output to.
+        with torch.autocast(x.device.type, enabled=False):
+            for block in blocks:
+                h = x.to(block[0][0].dtype)
+                for beta, weight, bias in block:
+                    h = F.linear(swish(h, beta), weight, bias)
+                x = (x + h) * (1 / math.sqrt(2))
+            if head is not None:
+                (i, parts), n = part or (0, 1), head[0].shape[0]
+                rows = slice(i * n // parts, (i + 1) * n // parts)
+                return F.linear(x.to(head[0].dtype), head[0][rows], head[1][rows])
+            return (self.out_scale if keep is None else self.out_scale * keep) * x
+
+
+class NetworkTensors(NamedTuple):
+    """The tensors of one :class:`ResidualMLP` call, in one precision: ``(beta, weight, bias)`` per
+    ``(swish, linear)`` pair of each residual block, and the head's ``(weight, bias)`` (or ``None``)."""
+
+    blocks: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]
+    head: tuple[torch.Tensor, torch.Tensor] | None

@@ -77,13 +77,21 @@ class Coupling(nn.Module):
             self.add_module(name, net)
         self.groups = [name for name, _ in groups]
 
-    def parameters_of(self, x_cond: torch.Tensor, parity: int) -> list[torch.Tensor]:
+    def network_tensors(self, device_type: str) -> dict:
+        """Each network's tensors (:meth:`ResidualMLP.tensors`) in the precision it runs in: the autocast dtype
+        where autocast is on, else its own. Cast once and passed to both parities' :meth:`parameters_of`."""
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        return {name: getattr(self, name).tensors(dtype) for name in self.groups}
+
+    def parameters_of(self, x_cond: torch.Tensor, parity: int, tensors: dict | None = None) -> list[torch.Tensor]:
         """The transform's parameters per kind, from the conditioning sites: affine ``(N, 1, features)``, zero on
-        the conditioning sites; spline ``(N, n, features / 2)``, for the free sites only (``free_sites``)."""
-        # The networks run in their own precision (bf16 under autocast, float32 weights on float64 data); the
-        # transform and its log-det keep the data's, at least float32. Invertibility is unaffected: the inverse
-        # sees the same conditioning bits.
+        the conditioning sites; spline ``(N, n, features / 2)``, for the free sites only (``free_sites``).
+        ``tensors`` are :meth:`network_tensors` (computed here if not given)."""
+        # The networks run in their own precision (bf16 under autocast, float32 weights on float64 data) and keep
+        # their residual stream in float32; the transform and its log-det keep the data's, at least float32.
+        # Invertibility is unaffected: the inverse sees the same conditioning bits.
         dtype = torch.promote_types(x_cond.dtype, torch.float32)
+        tensors = tensors or self.network_tensors(x_cond.device.type)
         free = self.masks[1 - parity]
         width = self.features if self.transform == "affine" else self.features // 2
         out = []
@@ -92,9 +100,9 @@ class Coupling(nn.Module):
             h = x_cond.to(net.dtype)
             if self.transform == "affine":
                 n = net.out_scale.numel() // self.features
-                p = net(h.repeat(1, n), free.to(net.dtype).repeat(n))
+                p = net(h.repeat(1, n), free.to(net.dtype).repeat(n), tensors=tensors[name])
             else:  # the head's outputs are the parameters of parity 0's free values, then parity 1's
-                p = net(h, part=(parity, 2))
+                p = net(h, part=(parity, 2), tensors=tensors[name])
             out.append(p.to(dtype).unflatten(1, (-1, width)))
         return out if len(out) > 1 else list(out[0].split(list(self.kinds.values()), dim=1))
 
@@ -112,12 +120,14 @@ class Coupling(nn.Module):
         y, logdet = rational_quadratic(x.index_select(1, free), *params, self.tail_bound, inverse)
         return x.index_copy(1, free, y), logdet.sum(dim=1)
 
-    def forward(self, x: torch.Tensor, parity: int, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """One half of the coupling: ``parity`` 0 conditions on the mask, 1 on its complement.
+    def forward(self, x: torch.Tensor, parity: int, inverse: bool = False, tensors: dict | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One half of the coupling: ``parity`` 0 conditions on the mask, 1 on its complement; ``tensors`` as
+        for :meth:`parameters_of`.
 
         Returns the new vectors and the per-vector log|det| of the map that was applied.
         """
-        return self.apply_transform(x, self.parameters_of(x * self.masks[parity], parity), parity, inverse)
+        return self.apply_transform(x, self.parameters_of(x * self.masks[parity], parity, tensors), parity, inverse)
 
 
 class BlockFlow(nn.Module):
@@ -162,8 +172,11 @@ class BlockFlow(nn.Module):
 
 def _run(steps, x, inverse):
     logdet = x.new_zeros(x.shape[0])
+    tensors = {}  # each coupling's network tensors, cast once for both of its parities
     for coupling, parity in steps:
-        x, ld = coupling(x, parity, inverse)
+        if coupling not in tensors:
+            tensors[coupling] = coupling.network_tensors(x.device.type)
+        x, ld = coupling(x, parity, inverse, tensors[coupling])
         logdet = logdet + ld
     return x, logdet
 
