@@ -32,6 +32,10 @@ class RGFlow(nn.Module):
     :func:`rgflow_vision.lattice.diagnostics.gaussian_floor`. Parameters of pair ``r`` of level
     ``h`` sit at index ``h * depth + r``, so ``depth=1`` keeps the layout of earlier checkpoints.
 
+    ``share_levels=True`` gives every level the same ``depth`` pairs (one set of weights, built for
+    level 0): at a critical point the RG step is the same at every scale, and the flow's parameters
+    no longer grow with ``L``. The lists still hold one entry per level (the same modules).
+
     The defaults are a small configuration for CPU work. The paper's is
     ``hidden=512, num_res_blocks=4, couplings=(8, 6, 4, 2)``; levels deeper than
     ``couplings`` reuse its last entry. ``reversible=True`` (RealNVP) rebuilds activations in
@@ -43,10 +47,11 @@ class RGFlow(nn.Module):
         channels: int,
         image_size: int,
         *,
-        block_size: int = 4,
+        block_size: int | None = 4,
         bijection: str | Callable[..., nn.Module] = "rnvp",
         symmetry: str | None = None,
         depth: int = 1,
+        share_levels: bool = False,
         **options,
     ):
         super().__init__()
@@ -55,6 +60,7 @@ class RGFlow(nn.Module):
         if isinstance(bijection, str) and bijection not in BIJECTIONS:
             raise ValueError(f"unknown bijection {bijection!r}: use one of {sorted(BIJECTIONS)}")
         build = BIJECTIONS[bijection] if isinstance(bijection, str) else bijection
+        block_size = block_size or image_size  # None: one block, the whole image (a flat, global layer)
         self.num_levels = geometry.num_levels(image_size, block_size)
         if depth < 1:
             raise ValueError(f"depth (layer pairs per level) must be a positive integer, got {depth}")
@@ -65,9 +71,15 @@ class RGFlow(nn.Module):
         def layer(h):
             return build(channels, block_size, h, symmetry=symmetry, **options)
 
+        self.share_levels = bool(share_levels)
         levels = [h for h in range(self.num_levels) for _ in range(depth)]
-        self.disentanglers = nn.ModuleList(layer(h) for h in levels)
-        self.decimators = nn.ModuleList(layer(h) for h in levels)
+        if self.share_levels:  # one stack of `depth` pairs, built for level 0, referenced by every level
+            disentanglers, decimators = [layer(0) for _ in range(depth)], [layer(0) for _ in range(depth)]
+            self.disentanglers = nn.ModuleList(disentanglers[i % depth] for i in range(len(levels)))
+            self.decimators = nn.ModuleList(decimators[i % depth] for i in range(len(levels)))
+        else:
+            self.disentanglers = nn.ModuleList(layer(h) for h in levels)
+            self.decimators = nn.ModuleList(layer(h) for h in levels)
         self.register_buffer("_level_map", geometry.level_map(image_size, block_size), persistent=False)
 
     @property

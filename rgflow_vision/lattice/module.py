@@ -5,8 +5,11 @@ from __future__ import annotations
 import torch
 from torchmetrics import CatMetric
 
+from lightning.pytorch.utilities import rank_zero_info
+
 from ..errors import UserError
 from ..flows import RGFlow
+from ..flows.flat import FlatFlow
 from ..lightning_base import TrainingBase
 from ..model import sample_and_log_prob
 from ..priors import PRIORS, build_prior
@@ -28,6 +31,13 @@ class LatticeFlowModule(TrainingBase):
     draws per step, so ``-loss`` is a lower bound on ``ln Z``. The fields are the flow's output as
     they are: no pixel transform.
 
+    ``architecture["flow"]`` picks the flow: ``"rgflow"`` (the default, conf/model/lattice.yaml) or ``"flat"``
+    (checkerboard couplings over the whole lattice, conf/model/flat.yaml). ``grow_from`` (``lattice.grow_from``)
+    names the checkpoint of a run on a smaller (or the same) lattice with the same architecture: when training
+    starts, its flow's layers are copied into this one (:func:`grow`); for the RG flow the levels the small
+    lattice had keep their weights and the new, coarsest level starts as the identity. The action may differ
+    (annealing the coupling). A resumed run (``ckpt_path``) restores its own weights over the copy.
+
     Logged: ``train/loss``, ``train/log_z_bound`` (``-loss``) and ``train/ess`` (ESS/N of the step's
     batch). Each validation/test step draws ``eval_samples`` configurations without gradients; their
     log-weights ``log w = -S - log q`` are gathered over steps and DDP ranks (a torchmetrics
@@ -48,15 +58,14 @@ class LatticeFlowModule(TrainingBase):
         batch_size: int,
         eval_samples: int,
         optim: dict | None = None,
+        grow_from: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.target = _action(action)
         self.size = int(size)
-        try:
-            self.flow = RGFlow(self.target.channels, self.size, **architecture)
-        except ValueError as error:  # the flow's own check of the sizes, in one sentence
-            raise UserError(f"lattice.size={size}, model.block_size={architecture.get('block_size')}: {error}") from None
+        self.flow = build_flow(self.target.channels, self.size, architecture)
+        self.grow_from = grow_from
         self.prior = self._prior(prior)
         self.batch_size, self.eval_samples = int(batch_size), int(eval_samples)
         self.optim = dict(optim or {})
@@ -96,6 +105,34 @@ class LatticeFlowModule(TrainingBase):
         # extra ranks worthless. Runs before a checkpoint restores its streams (which offsets ranks itself).
         if self._trainer is not None and self.trainer.world_size > 1:
             torch.manual_seed(torch.initial_seed() + 1_000_003 * self.global_rank)
+        # Before the optimizer is built and before a resumed run restores its own weights over these.
+        if stage == "fit" and self.grow_from:
+            self.grow(self.grow_from)
+
+    def grow(self, ckpt: str) -> None:
+        """Copy the flow (and the prior's learned scales) of the lattice run ``ckpt`` into this module."""
+        from ..training.checkpoint import read_checkpoint, resolve_checkpoint  # the app layer, needed here only
+
+        path = resolve_checkpoint(ckpt, key="lattice.grow_from")
+        small = read_checkpoint(path, type(self))
+        hp = small["hyper_parameters"]
+        theirs, mine = _architecture(hp["architecture"]), _architecture(self.hparams.architecture)
+        if theirs != mine:
+            differ = sorted(k for k in {*theirs, *mine} if theirs.get(k) != mine.get(k))
+            raise UserError(f"lattice.grow_from={path} was trained with another architecture (model.{', model.'.join(differ)} "
+                            "differ): grow with the model config of the smaller run")
+        if int(hp["size"]) > self.size or hp["prior"] != self.hparams.prior:
+            raise UserError(f"lattice.grow_from={path} is a run at L = {hp['size']} with prior {hp['prior']}: grow "
+                            f"from a run at L <= {self.size} with the same prior")
+        state = small["state_dict"]
+        fresh = grow(self.flow, {k[5:]: v for k, v in state.items() if k.startswith("flow.")})
+        prior = {k[6:]: v for k, v in state.items() if k.startswith("prior.")}
+        for name, mine in self.prior.state_dict().items():
+            if name in prior:  # a learned scale per level: the small run's levels, the new ones at 1
+                with torch.no_grad():
+                    mine[: prior[name].shape[0]].copy_(prior[name])
+        rank_zero_info(f"grew the flow from {path} (L = {hp['size']} -> {self.size}): "
+                       f"{len(fresh)} parameter tensors start fresh (the new levels)")
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -139,6 +176,49 @@ class LatticeFlowModule(TrainingBase):
             self.log(f"{stage}/{name}", value, prog_bar=name in ("ess", "log_z"), sync_dist=True)
 
 
+FLOWS = {"rgflow": RGFlow, "flat": FlatFlow}
+
+
+def build_flow(channels: int, size: int, architecture: dict):
+    """The flow named by ``architecture["flow"]`` (default ``"rgflow"``), built from the other keys."""
+    options = dict(architecture)
+    kind = options.pop("flow", "rgflow")
+    if kind not in FLOWS:
+        raise UserError(f"model.flow={kind!r} is not a lattice flow: use one of {', '.join(FLOWS)}")
+    try:
+        return FLOWS[kind](channels, size, **options)
+    except ValueError as error:  # the flow's own check of the sizes, in one sentence
+        raise UserError(f"lattice.size={size}, model.block_size={options.get('block_size')}: {error}") from None
+
+
+def _architecture(architecture: dict) -> dict:
+    """The model config with the defaults of keys that older checkpoints lack."""
+    return {"flow": "rgflow", "share_levels": False, **dict(architecture)}
+
+
+def grow(flow, small_state: dict[str, torch.Tensor]) -> list[str]:
+    """Copy ``small_state`` (the ``state_dict`` of the same kind of flow for a smaller lattice) into ``flow``;
+    returns the names of the tensors that keep their fresh initialisation.
+
+    RG flow: level ``h`` acts on 4x4 blocks of the sublattice ``x[::2**h, ::2**h]`` at every ``L``, and its
+    layers sit at the same indices (``h * depth + r``), so the small flow's levels ``0 .. H-1`` are copied
+    onto the same levels and the new, coarsest level keeps its initialisation: the identity (every coupling's
+    output starts at zero). With ``share_levels`` the new level is the shared stack itself. Flat flow: its
+    networks do not depend on ``L``, so everything is copied. Raises ``ValueError`` for a tensor the flow does
+    not have or of another shape.
+    """
+    own = flow.state_dict()
+    for name, value in small_state.items():
+        if name not in own or own[name].shape != value.shape:
+            have = tuple(own[name].shape) if name in own else "none"
+            raise ValueError(f"the smaller flow's {name} {tuple(value.shape)} has no place here (this flow: {have})")
+    with torch.no_grad():
+        for name, value in small_state.items():
+            own[name].copy_(value)
+    written = {own[name].data_ptr() for name in small_state}  # shared levels alias the same storage
+    return [name for name, value in own.items() if value.data_ptr() not in written]
+
+
 def _action(action: dict | None):
     if not action:
         raise UserError("module=lattice trains towards an action and none is given: use experiment=lattice_free "
@@ -170,4 +250,4 @@ def evaluation_metrics(log_w: torch.Tensor, chi: torch.Tensor, exact_log_z: floa
     return metrics
 
 
-__all__ = ["LatticeFlowModule", "evaluation_metrics"]
+__all__ = ["FLOWS", "LatticeFlowModule", "build_flow", "evaluation_metrics", "grow"]
