@@ -13,7 +13,15 @@ own. A training step is forward, backward, gradient clipping and an AdamW update
 ``--sample-batch`` images drawn and decoded without gradients. The header names the CPU and
 whether it has bf16 matrix units (avx512_bf16 / amx_bf16): without them bf16 is emulated. Modes: ``stored`` (plain
 autograd), ``reversible`` (activations rebuilt from outputs in backward), ``bf16`` (autocast;
-combine with either). With bf16 the bits/dim of a fixed batch is compared with float32.
+combine with either). With bf16 the bits/dim of a fixed batch is compared with float32, and the torch
+profiler counts the dtype casts of one step (aten::_to_copy, forward and backward) per matrix product.
+
+``--limit`` sets the step against what this CPU's matrix products allow: one step runs under
+``torch.utils.flop_counter.FlopCounterMode`` (forward, backward and, in reversible mode, the
+recomputation the backward does), every matrix product of it is recorded with its shape, layout and
+dtype, and each distinct one is timed alone (``torch.mm``/``addmm``, best of several rounds, in this
+process, at its thread count). Their sum is the step's matrix-product time, the least a step that
+does these products can take here; ``step / limit`` is how far the step is from it.
 
 glibc's malloc fragments badly under this allocation pattern (the README's "Speed and memory"
 has the numbers). The runs preload tcmalloc when it is installed (Debian: ``apt-get install
@@ -23,6 +31,7 @@ libtcmalloc-minimal4``); ``--allocator system`` turns that off.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import resource
@@ -34,6 +43,9 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
 
 from rgflow_vision import RGFlowModel
 from rgflow_vision.allocator import with_tcmalloc
@@ -56,6 +68,8 @@ def architecture(name: str, mode: str, overrides: list[str] = ()) -> dict:
     arch = OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(CONF / f"{name}.yaml"),
                                                   OmegaConf.from_dotlist(list(overrides))))
     arch["reversible"] = "reversible" in mode
+    if arch.pop("flow", "rgflow") != "rgflow":  # lattice configs name their flow; the bench builds RGFlowModel
+        raise SystemExit(f"bench.py measures RGFlow models; conf/model/{name}.yaml names another flow")
     return arch
 
 
@@ -74,8 +88,134 @@ def train_step(model: RGFlowModel, opt: torch.optim.Optimizer, x: torch.Tensor, 
     return time.perf_counter() - start
 
 
+PROFILED_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
+def cast_counts(model: RGFlowModel, x: torch.Tensor) -> dict:
+    """The dtype casts (``aten::_to_copy``) and matrix products of one bf16 training step's forward and
+    backward, by the torch profiler. Casts of 0-dim tensors (CPU kernels wrap Python numbers so) are also
+    counted apart: they move one number each."""
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as forward:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            loss = model.bpd(x).mean()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as backward:
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    counts = {}
+    for phase, prof in (("forward", forward), ("backward", backward)):
+        events = prof.events()
+        casts = [e for e in events if e.name == "aten::_to_copy"]
+        counts[phase] = {"casts": len(casts),
+                         "scalar_casts": sum(1 for e in casts if e.input_shapes and e.input_shapes[0] == []),
+                         "products": sum(e.name in PROFILED_PRODUCTS for e in events)}
+    counts["casts_per_product"] = (counts["forward"]["casts"] + counts["backward"]["casts"]) / counts["forward"]["products"]
+    return counts
+
+
+class MatrixProducts(TorchDispatchMode):
+    """Records every ``mm``/``addmm`` that runs under it: ``(op, a's shape, b's shape, a transposed,
+    b transposed, dtype) -> count``."""
+
+    OPS = {torch.ops.aten.mm.default: "mm", torch.ops.aten.addmm.default: "addmm"}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in self.OPS:
+            a, b = args[-2:] if func is torch.ops.aten.addmm.default else args[:2]
+            self.calls[(self.OPS[func], tuple(a.shape), tuple(b.shape), _transposed(a), _transposed(b),
+                        str(a.dtype).removeprefix("torch."))] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _transposed(t: torch.Tensor) -> bool:
+    return t.dim() == 2 and t.stride(0) == 1 and t.stride(1) != 1
+
+
+def gemm_seconds(op: str, a_shape: tuple, b_shape: tuple, a_t: bool, b_t: bool, dtype: str,
+                 rounds: int = 5, min_round_s: float = 0.05) -> float:
+    """Seconds of one such product run alone: the best of ``rounds`` rounds of repeated calls."""
+    dt = getattr(torch, dtype)
+
+    def operand(shape, transposed):
+        return torch.randn(shape[::-1], dtype=dt).t() if transposed else torch.randn(shape, dtype=dt)
+
+    a, b = operand(a_shape, a_t), operand(b_shape, b_t)
+    bias = torch.randn(b_shape[1], dtype=dt)
+    run = (lambda: torch.addmm(bias, a, b)) if op == "addmm" else (lambda: torch.mm(a, b))
+    run()
+    calls, best = 1, float("inf")
+    while True:  # enough calls per round to be timed
+        start = time.perf_counter()
+        for _ in range(calls):
+            run()
+        if time.perf_counter() - start >= min_round_s:
+            break
+        calls *= 4
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            run()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+class _GlobalOnly:
+    """Stands in for FlopCounterMode's module tracker: that one's backward hooks make the
+    ``torch.autograd.grad`` of the reversible backward fail, and only the global total is needed."""
+
+    parents = {"Global"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return None
+
+
+def flop_counter() -> FlopCounterMode:
+    """A FlopCounterMode that counts the whole step, reversible backward included, without per-module tables."""
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()
+    return counter
+
+
+def matrix_product_limit(model: RGFlowModel, x: torch.Tensor, bf16: bool) -> dict:
+    """FLOPs of one training step (FlopCounterMode; forward and backward apart) and the time its matrix
+    products take when each runs alone here (:func:`gemm_seconds`): the step's matrix-product limit."""
+    flops, products = {}, collections.Counter()
+    with flop_counter() as counter, MatrixProducts() as recorder:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model.bpd(x).mean()
+    flops["forward"], products = counter.get_total_flops(), products + recorder.calls
+    with flop_counter() as counter, MatrixProducts() as recorder:
+        loss.backward()
+    flops["backward"], products = counter.get_total_flops(), products + recorder.calls
+    model.zero_grad(set_to_none=True)
+    shapes = []
+    for key, count in products.items():
+        op, (m, k), (_, n) = key[0], key[1], key[2]
+        seconds = gemm_seconds(*key)
+        shapes.append({"op": op, "m": m, "k": k, "n": n, "a_t": key[3], "b_t": key[4], "dtype": key[5],
+                       "count": count, "gemm_s": seconds, "gflop_per_s": 2 * m * k * n / seconds / 1e9})
+    recorded = sum(2 * r["m"] * r["k"] * r["n"] * r["count"] for r in shapes)
+    limit = sum(r["gemm_s"] * r["count"] for r in shapes)
+    total = flops["forward"] + flops["backward"]
+    return {"flops": flops, "recorded_product_flops": recorded, "limit_s": limit, "limit_gflop_per_s": total / limit / 1e9,
+            "products": sorted(shapes, key=lambda r: -r["gemm_s"] * r["count"])}
+
+
+def square_gemm_rates(size: tuple[int, int, int] = (4096, 512, 512)) -> dict:
+    """GFLOP/s of one ``m x k @ k x n`` product in float32 and bf16 (the figure the design brief quotes)."""
+    m, k, n = size
+    return {dtype: 2 * m * k * n / gemm_seconds("mm", (m, k), (k, n), False, False, dtype) / 1e9
+            for dtype in ("float32", "bfloat16")}
+
+
 def measure(model_name: str, size: int, channels: int, batch: int, mode: str, steps: int, sample_batch: int,
-            overrides: list[str] = ()) -> dict:
+            overrides: list[str] = (), limit: bool = False) -> dict:
     torch.manual_seed(0)
     model = RGFlowModel.build(channels, size, **architecture(model_name, mode, overrides))
     model.train()
@@ -93,10 +233,16 @@ def measure(model_name: str, size: int, channels: int, batch: int, mode: str, st
         "step_s": statistics.median(times[1:]),
         "steps_s": [round(t, 3) for t in times],
     }
+    if bf16:
+        result["casts"] = cast_counts(model, x)
+    if limit:
+        result["limit"] = matrix_product_limit(model, x, bf16)
+        result["limit"]["square_gemm_gflop_per_s"] = square_gemm_rates()
     model.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         start = time.perf_counter()
-        model.sample(sample_batch)
+        if sample_batch > 0:
+            model.sample(sample_batch)
         result["sample_img_per_s"] = sample_batch / (time.perf_counter() - start)
         if bf16:
             noise = torch.rand(x.shape)
@@ -115,7 +261,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--sample-batch", type=int, default=64)
+    parser.add_argument("--sample-batch", type=int, default=64, help="0: no sampling")
+    parser.add_argument("--limit", action="store_true",
+                        help="also count the step's FLOPs and time its matrix products alone (the step's limit)")
     parser.add_argument("--allocator", choices=["tcmalloc", "system"], default="tcmalloc")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="model keys over the yaml's, e.g. conditioner=shared hidden=256")
@@ -124,7 +272,7 @@ def main() -> None:
     mode = "+".join(sorted(args.mode))
     if args.one:
         print(json.dumps(measure(args.model, args.size, args.channels, args.batch, mode, args.steps, args.sample_batch,
-                                 args.set)))
+                                 args.set, args.limit)))
         return
 
     runs = [(args.model, args.batch, mode)] if args.model and args.batch else DEFAULT_MATRIX
@@ -139,7 +287,8 @@ def main() -> None:
     for model_name, batch, run_mode in runs:
         cmd = [sys.executable, __file__, "--one", "--model", model_name, "--batch", str(batch),
                "--size", str(args.size), "--channels", str(args.channels), "--steps", str(args.steps),
-               "--sample-batch", str(args.sample_batch), "--mode", *run_mode.split("+"), "--set", *args.set]
+               "--sample-batch", str(args.sample_batch), "--mode", *run_mode.split("+"), "--set", *args.set,
+               *(["--limit"] if args.limit else [])]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             print(f"{model_name:>6} {batch:>5} {run_mode:>16}  failed (exit {proc.returncode}): "
@@ -152,6 +301,37 @@ def main() -> None:
         if "bpd_f32_minus_bf16" in r:
             line += f"  bpd(f32) - bpd(bf16) = {r['bpd_f32_minus_bf16']:+.4f}"
         print(line, flush=True)
+        if "casts" in r:
+            print(describe_casts(r["casts"]), flush=True)
+        if "limit" in r:
+            print(describe_limit(r), flush=True)
+
+
+def describe_casts(c: dict) -> str:
+    f, b = c["forward"], c["backward"]
+    return (f"{'':>14}casts per matrix product of the forward: {c['casts_per_product']:.2f} (forward {f['casts']}, "
+            f"backward {b['casts']}, of them 0-dim {f['scalar_casts'] + b['scalar_casts']}; products: forward "
+            f"{f['products']}, backward {b['products']})")
+
+
+def describe_limit(r: dict) -> str:
+    """The FLOP count, the matrix-product limit and the step's distance from it, with the costliest shapes."""
+    lim = r["limit"]
+    f, b = lim["flops"]["forward"], lim["flops"]["backward"]
+    steps = sorted(r["steps_s"][1:])
+    lines = [f"{'':>14}GFLOP forward {f / 1e9:.2f}, backward {b / 1e9:.2f} ({b / f:.2f}x forward; matrix products "
+             f"recorded {lim['recorded_product_flops'] / 1e9:.2f} GFLOP in all); matrix-product limit "
+             f"{lim['limit_s']:.2f} s ({lim['limit_gflop_per_s']:.0f} GFLOP/s); step / limit: median "
+             f"{r['step_s'] / lim['limit_s']:.2f}, min {steps[0] / lim['limit_s']:.2f}",
+             f"{'':>14}square 4096x512x512 product: " + ", ".join(
+                 f"{dtype} {rate:.0f} GFLOP/s" for dtype, rate in lim["square_gemm_gflop_per_s"].items()),
+             f"{'':>14}{'op':>5} {'m x k x n':>18} {'layout':>6} {'dtype':>8} {'count':>6} {'GFLOP/s':>8} {'share':>6}"]
+    for p in lim["products"][:6]:
+        layout = ("T" if p["a_t"] else "N") + ("T" if p["b_t"] else "N")
+        share = p["gemm_s"] * p["count"] / lim["limit_s"]
+        lines.append(f"{'':>14}{p['op']:>5} {p['m']:>6}x{p['k']:>5}x{p['n']:>5} {layout:>6} {p['dtype']:>8} "
+                     f"{p['count']:>6} {p['gflop_per_s']:>8.1f} {share:>6.1%}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
