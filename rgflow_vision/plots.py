@@ -3,8 +3,11 @@ fields, mixing grids, inpainting panels, the latent correlations of a lattice fl
 matplotlib's Agg canvas directly (no pyplot, so no global backend switch or figure registry).
 
 The renderers take plain tensors; ``*_picture`` run the analysis on a model, then render. Integer
-images are ``(B, C, L, L)`` with ``C`` 1 or 3 and values ``0 .. 2**bits - 1``. :func:`save` writes
-a PNG atomically. Uses the analysis tools, not Lightning.
+images are ``(B, C, L, L)`` with ``C`` 1 or 3 and values ``0 .. 2**bits - 1``. Grids of such small
+images are drawn at a display size: enlarged by nearest neighbour, by an integer factor, to at
+least :data:`DISPLAY_SIZE` pixels (a 16x16 digit is a speck on a screen otherwise); the pixels
+themselves go beside the PNG with :func:`save_pixels`. :func:`save` writes a PNG atomically. Uses
+the analysis tools, not Lightning.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
@@ -25,12 +29,30 @@ from . import analysis
 from .model import RGFlowModel
 
 
-def image_grid(pixels: torch.Tensor, bits: int = 8, nrow: int | None = None, padding: int = 2) -> Image.Image:
-    """``(N, C, L, L)`` integer pixels in ``0 .. 2**bits - 1`` as one PIL image (grey or RGB), pixel for pixel."""
+DISPLAY_SIZE = 512  # pixels: the longer side of a grid of small images, at least
+
+
+def display_scale(width: int, height: int, size: int = DISPLAY_SIZE) -> int:
+    """The smallest integer factor that brings the longer side of ``width x height`` to ``size`` pixels or more."""
+    return max(1, math.ceil(size / max(width, height)))
+
+
+def enlarge(image: Image.Image, size: int | None = DISPLAY_SIZE) -> Image.Image:
+    """``image`` enlarged by nearest neighbour, each pixel an ``s x s`` block with the integer ``s`` of
+    :func:`display_scale` (so no pixel is blurred or resampled unevenly); ``size=None``: unchanged."""
+    scale = display_scale(*image.size, size) if size else 1
+    return image if scale == 1 else image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+
+
+def image_grid(pixels: torch.Tensor, bits: int = 8, nrow: int | None = None, padding: int = 2,
+               size: int | None = DISPLAY_SIZE) -> Image.Image:
+    """``(N, C, L, L)`` integer pixels in ``0 .. 2**bits - 1`` as one PIL image (grey or RGB), tiled
+    ``nrow`` to a row with white ``padding``, then enlarged to ``size`` pixels (:func:`enlarge`;
+    ``size=None``: pixel for pixel)."""
     images = pixels.detach().float().cpu() / (2**bits - 1)
     grid = make_grid(images, nrow=nrow or max(1, round(len(images) ** 0.5)), padding=padding, pad_value=1.0)
     array = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    return Image.fromarray(array[..., 0] if pixels.shape[1] == 1 else array)
+    return enlarge(Image.fromarray(array[..., 0] if pixels.shape[1] == 1 else array), size)
 
 
 def save(image: Image.Image, path: str | Path) -> Path:
@@ -39,6 +61,21 @@ def save(image: Image.Image, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
     image.save(partial, format="PNG")
+    partial.replace(path)
+    return path
+
+
+def save_pixels(path: str | Path, bits: int = 8, **batches: torch.Tensor) -> Path:
+    """The integer images behind a picture at ``path``, as ``path`` with ``.npz`` for ``.png``: one array per
+    keyword (e.g. ``(N, C, L, L)`` pixels; masks as 0/1), uint8 up to 8 bits, else uint16, and ``bits``.
+    ``numpy.load`` reads it."""
+    path = Path(path).with_suffix(".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dtype = np.uint8 if bits <= 8 else np.uint16
+    arrays = {name: x.detach().cpu().numpy().astype(dtype) for name, x in batches.items()}
+    partial = path.with_name(path.name + ".part")
+    with open(partial, "wb") as file:  # a file object: numpy would append .npz to a name
+        np.savez_compressed(file, bits=np.array(bits), **arrays)
     partial.replace(path)
     return path
 
@@ -114,11 +151,18 @@ def _image_table(groups, bits, by):
         tiles, nrow = torch.stack(images, dim=1).flatten(0, 1), len(groups)
     pad = 2
     grid = make_grid(tiles, nrow=nrow, padding=pad, pad_value=1.0)
+    # At display size, each pixel an s x s block drawn one to one on the canvas: axes placed by hand
+    # (in inches at `dpi`) to the enlarged grid's exact size, the labels in the margin.
+    scale = display_scale(grid.shape[2], grid.shape[1])
+    array = grid.permute(1, 2, 0).numpy().repeat(scale, axis=0).repeat(scale, axis=1)
+    dpi, height, width = 100, array.shape[0] / 100, array.shape[1] / 100
+    left, bottom = (0.8, 0.1) if by == "row" else (0.3, 0.7)  # room for the row / the slanted column labels
+    fig = Figure(figsize=(left + width + 0.1, bottom + height + 0.1), dpi=dpi)
+    fig_width, fig_height = fig.get_size_inches()
+    ax = fig.add_axes((left / fig_width, bottom / fig_height, width / fig_width, height / fig_height))
+    ax.imshow(array, interpolation="nearest")
     size = images[0].shape[-1] + pad
-    fig = Figure(figsize=(max(2.0, grid.shape[2] / 40 + 1), max(1.5, grid.shape[1] / 40 + 0.5)), dpi=120)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-    ticks = [pad + size * k + (size - pad) / 2 for k in range(len(groups))]
+    ticks = [(pad + size * k + (size - pad - 1) / 2 + 0.5) * scale - 0.5 for k in range(len(groups))]
     labels = [name for name, _ in groups]
     if by == "row":
         ax.set_yticks(ticks, labels, fontsize=8)
@@ -127,12 +171,13 @@ def _image_table(groups, bits, by):
         ax.set_xticks(ticks, labels, fontsize=8, rotation=30)
         ax.set_yticks([])
     ax.tick_params(length=0)
-    return _to_pil(fig)
+    return _to_pil(fig, tight=False)
 
 
-def _to_pil(fig: Figure) -> Image.Image:
+def _to_pil(fig: Figure, tight: bool = True) -> Image.Image:
     canvas = FigureCanvasAgg(fig)
-    fig.tight_layout()
+    if tight:  # off where the axes were placed by hand
+        fig.tight_layout()
     canvas.draw()
     return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).convert("RGB")
 
@@ -141,11 +186,11 @@ def _to_pil(fig: Figure) -> Image.Image:
 
 
 def receptive_field_picture(
-    model: RGFlowModel, num_samples: int = 4, max_sites: int | None = 16, seed: int = 0
+    model: RGFlowModel, num_samples: int = 4, max_sites: int | None = 16, seed: int = 0, show_progress: bool = False
 ) -> tuple[analysis.ReceptiveFields, Image.Image]:
-    """The receptive fields of ``model`` (seeded prior samples) and their figure."""
+    """The receptive fields of ``model`` (seeded prior samples) and their figure; ``show_progress``: a bar on stderr."""
     fields = analysis.receptive_fields(model.flow, model.prior, num_samples=num_samples, max_sites=max_sites,
-                                       generator=torch.Generator().manual_seed(seed))
+                                       generator=torch.Generator().manual_seed(seed), show_progress=show_progress)
     title = f"receptive fields (mean over sites, {int(100 * fields.mass)}% mass radius)"
     return fields, receptive_field_figure(fields.mean_maps, fields.radius, fields.centre, title=title)
 

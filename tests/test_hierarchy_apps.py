@@ -8,7 +8,7 @@ from PIL import Image
 from rgflow_vision.errors import UserError
 from rgflow_vision.apps import pictures
 
-from .apps import compose_cfg, run_app
+from .apps import compose_cfg, run_app, run_script
 
 
 def app_cfg(tmp_path, trained_run, app, *overrides):
@@ -26,7 +26,7 @@ def test_mix_every_cut_writes_sources_and_one_row_per_cut(tmp_path, trained_run)
 def test_mix_takes_image_files_as_sources(tmp_path, trained_run):
     Image.new("L", (40, 30), 200).save(tmp_path / "a.png")
     out = pictures.mix(app_cfg(tmp_path, trained_run, "mix", "hc=2", f"a={tmp_path / 'a.png'}", "b=3"))
-    assert Image.open(out).size == (16 + 4, 3 * 16 + 4 * 2)
+    assert Image.open(out).size == (10 * (16 + 4), 10 * (3 * 16 + 4 * 2))  # A, B, mix; enlarged 10x
 
 
 @pytest.mark.parametrize(
@@ -74,12 +74,18 @@ def test_inpaint_rejects_bad_input(tmp_path, trained_run, overrides, message):
         pictures.inpaint(app_cfg(tmp_path, trained_run, "inpaint", *overrides))
 
 
-def test_apps_from_the_command_line(tmp_path, trained_run):
+@pytest.mark.parametrize(("app", "args"), [("mix", ["hc=1"]), ("inpaint", ["size=4", "steps=2"]),
+                                           ("receptive_fields", ["num_samples=1", "max_sites=2"])])
+def test_each_hierarchy_script_reads_its_config_and_writes_its_picture(tmp_path, trained_run, app, args):
+    """mix.py, inpaint.py, receptive_fields.py as typed, run in this process (a new one adds only imports)."""
     _, results = trained_run
-    for app, args in (("mix", ["hc=1"]), ("inpaint", ["size=4", "steps=2"]), ("mix", ["hc=9"])):
-        result = run_app(app, f"ckpt={results['last_ckpt']}", *args, f"hydra.run.dir={tmp_path / app}", cwd=tmp_path)
-        if args == ["hc=9"]:
-            assert result.returncode == 2 and "Traceback" not in result.stderr and "hc" in result.stderr
-        else:
-            assert result.returncode == 0, result.stderr[-2000:]
-            assert "wrote" in result.stdout
+    result = run_script(app, f"ckpt={results['last_ckpt']}", *args, f"hydra.run.dir={tmp_path / app}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "wrote" in result.stdout and any((tmp_path / app).glob("*.png"))
+
+
+def test_a_bad_hierarchy_app_input_exits_2_with_one_sentence(tmp_path, trained_run):
+    """A real process: the exit status and stderr a user sees."""
+    _, results = trained_run
+    result = run_app("mix", f"ckpt={results['last_ckpt']}", "hc=9", f"hydra.run.dir={tmp_path / 'mix'}", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "hc" in result.stderr

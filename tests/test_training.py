@@ -177,7 +177,7 @@ def test_sample_app_writes_a_grid(trained_run, tmp_path):
     assert pictures.sample(cfg) == out
     from PIL import Image
 
-    assert Image.open(out).size == (3 * 16 + 4 * 2, 3 * 16 + 4 * 2)
+    assert Image.open(out).size == (10 * (3 * 16 + 4 * 2),) * 2  # 56 pixels enlarged 10x: 512 or more
     mixed = compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "n=4", "temperature=0", "split_level=1",
                         "coarse_temperature=1.0", config="sample")
     assert pictures.sample(mixed).name == "samples_T0_split1_T1.png"

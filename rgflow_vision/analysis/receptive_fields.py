@@ -23,6 +23,7 @@ import torch.autograd.forward_ad as fwAD
 from ..flows.geometry import causal_cone, cone_width
 from ..flows.rgflow import RGFlow
 from ..priors.factorized import FactorizedPrior
+from ..progress import progress
 from ._common import AnalysisError, evaluating, flow_dtype
 
 
@@ -63,6 +64,7 @@ def receptive_fields(
     mass: float = 0.9,
     mode: str = "forward",
     chunk_size: int | None = None,
+    show_progress: bool = False,
 ) -> ReceptiveFields:
     """Receptive field of every level of ``flow``, averaged over latents drawn from ``prior``.
 
@@ -78,7 +80,7 @@ def receptive_fields(
     PyTorch (CPU) runs forward-mode products with a constant through Python reference kernels, so
     reverse mode can be faster (timings: README, "The hierarchy at work"); ``num_samples=1`` and a
     smaller ``max_sites`` scale the cost down. ``chunk_size`` JVP directions run as one batch
-    (default: about 2^18 latents).
+    (default: about 2^18 latents). ``show_progress``: a bar on stderr counting the JVPs, level by level.
     """
     if mode not in ("forward", "reverse"):
         raise AnalysisError(f"mode must be 'forward' (forward-mode AD) or 'reverse' (double VJP); got {mode!r}")
@@ -99,18 +101,22 @@ def receptive_fields(
 
     levels = flow.level_map().cpu()
     c = size // 2
+    plan = []  # per level: its sites (the representative first), their cones, and the groups with disjoint cones
+    for h in range(flow.num_levels):
+        sites = [tuple(s) for s in (levels == h).nonzero().tolist()]
+        rep = min(sites, key=lambda s: (_periodic_sq(s, (c, c), size), s))
+        if max_sites is not None and len(sites) > max_sites:
+            others = [s for s in sites if s != rep]
+            pick = torch.randperm(len(others), generator=generator)[: max_sites - 1].tolist()
+            sites = [rep] + [others[i] for i in sorted(pick)]
+        cones = _site_cones(sites, h, size, block)
+        plan.append((sites, rep, cones, _disjoint_groups(sites, cones, h, size, block)))
+    jvps = sum(len(groups) for *_, groups in plan) * z.shape[0] * channels
     centre_maps, mean_maps, sites_out, counts = [], [], [], []
-    with evaluating(flow):
-        for h in range(flow.num_levels):
-            sites = [tuple(s) for s in (levels == h).nonzero().tolist()]
-            rep = min(sites, key=lambda s: (_periodic_sq(s, (c, c), size), s))
-            if max_sites is not None and len(sites) > max_sites:
-                others = [s for s in sites if s != rep]
-                pick = torch.randperm(len(others), generator=generator)[: max_sites - 1].tolist()
-                sites = [rep] + [others[i] for i in sorted(pick)]
-            cones = _site_cones(sites, h, size, block)
-            groups = _disjoint_groups(sites, cones, h, size, block)
-            columns = _group_columns(flow, z, sites, groups, mode, chunk_size)  # (groups, L, L)
+    with evaluating(flow), progress(desc="receptive fields", total=jvps, unit="JVP", enabled=show_progress) as bar:
+        for h, (sites, rep, cones, groups) in enumerate(plan):
+            bar.set_postfix_str(f"level {h}")
+            columns = _group_columns(flow, z, sites, groups, mode, chunk_size, bar)  # (groups, L, L)
             mean_map = torch.zeros(size, size, dtype=dtype, device=device)
             for g, members in enumerate(groups):
                 for k in members:
@@ -206,9 +212,10 @@ def _disjoint_groups(sites, cones, h, size, block):
     return groups
 
 
-def _group_columns(flow, z, sites, groups, mode, chunk_size):
+def _group_columns(flow, z, sites, groups, mode, chunk_size, bar):
     """``sum_{samples, c_in} sum_{c_out} |J|`` of each group's one-hot tangents, divided by
-    ``S C``: ``(groups, L, L)``. Each entry of a direction batch is one (sample, group, channel)."""
+    ``S C``: ``(groups, L, L)``. Each entry of a direction batch is one (sample, group, channel);
+    ``bar`` advances by the directions of each batch."""
     samples, channels, size, _ = z.shape
     directions = [(s, g, c) for s in range(samples) for g in range(len(groups)) for c in range(channels)]
     if chunk_size is None:
@@ -224,6 +231,7 @@ def _group_columns(flow, z, sites, groups, mode, chunk_size):
             tangent[n, c, list(rows), list(cols)] = 1
         column = jvp(flow, primal, tangent).abs().sum(dim=1)
         out.index_add_(0, torch.tensor([g for _, g, _ in chunk], device=out.device), column)
+        bar.update(len(chunk))
     return out / (samples * channels)
 
 

@@ -18,7 +18,8 @@ from .common import datamodule_for, load_checkpoint, number, save_picture
 
 def sample(cfg: DictConfig) -> Path:
     """A grid of ``n`` samples at ``temperature`` from a checkpoint; with ``split_level`` the levels
-    below it are drawn at ``temperature`` and the coarser ones at ``coarse_temperature``."""
+    below it are drawn at ``temperature`` and the coarser ones at ``coarse_temperature``. The integer
+    samples go beside the picture, in an ``.npz`` of the same name (key ``samples``)."""
     number(cfg, "n", 1, "pass n=64 or another positive number of images", integer=True)
     for key in ("temperature", "coarse_temperature"):  # they scale the prior's noise
         number(cfg, key, 0, f"pass {key}=1 for the model, lower for smoother samples, 0 for the prior's mode")
@@ -36,7 +37,9 @@ def sample(cfg: DictConfig) -> Path:
                 f"{cfg.coarse_temperature:g} from it up")
         name = f"samples_T{cfg.temperature:g}_split{cfg.split_level}_T{cfg.coarse_temperature:g}.png"
     print(f"{cfg.n} samples at {what} from {path}")
-    return save_picture(cfg, plots.image_grid(pixels, model.pixels.bits), name)
+    out = save_picture(cfg, plots.image_grid(pixels, model.pixels.bits), name)
+    plots.save_pixels(out, model.pixels.bits, samples=pixels)
+    return out
 
 
 def source_images(module: FlowLitModule, cfg: DictConfig, specs) -> torch.Tensor:
@@ -71,22 +74,27 @@ def _image_file(path: Path, channels: int, size: int) -> torch.Tensor:
 
 
 def mix(cfg: DictConfig) -> Path:
-    """Coarse levels of image A with fine levels of image B: sources and mix, or every cut (``hc=all``)."""
+    """Coarse levels of image A with fine levels of image B: sources and mix, or every cut (``hc=all``).
+    The integer images go beside the picture, in an ``.npz`` of the same name (``a``, ``b``, ``mix``)."""
     hc = "all" if cfg.hc == "all" else number(cfg, "hc", 0, "pass hc=all or a level cut such as hc=1", integer=True)
     module, _ = load_checkpoint(cfg)
     model = module.model
     x_a, x_b = source_images(module, cfg, [cfg.a]), source_images(module, cfg, [cfg.b])
-    picture = plots.mixing_picture(model, x_a, x_b, hc)
+    mixes = analysis.mix_all(model, x_a, x_b, None if hc == "all" else [hc])  # (cuts, N, C, L, L)
+    picture = plots.mixing_grid(x_a, x_b, mixes, bits=model.pixels.bits, labels=hc == "all")
     cuts = f"every cut hc = 0..{model.flow.num_levels}" if hc == "all" else f"hc = {hc} of 0..{model.flow.num_levels}"
     print(f"levels >= hc from A ({cfg.a}), below hc from B ({cfg.b}); {cuts}")
-    return save_picture(cfg, picture, f"mix_hc{hc}.png")
+    out = save_picture(cfg, picture, f"mix_hc{hc}.png")
+    plots.save_pixels(out, model.pixels.bits, a=x_a, b=x_b, mix=mixes)
+    return out
 
 
 def receptive_fields(cfg: DictConfig) -> Path:
     """One receptive-field map per level, with the radius that holds 90% of its mass."""
     number(cfg, "num_samples", 1, "pass num_samples=4 or another number of prior samples", integer=True)
     module, _ = load_checkpoint(cfg)
-    fields, picture = plots.receptive_field_picture(module.model, cfg.num_samples, cfg.max_sites, cfg.seed)
+    fields, picture = plots.receptive_field_picture(module.model, cfg.num_samples, cfg.max_sites, cfg.seed,
+                                                    show_progress=cfg.progress)
     print(f"{'level':>5}{'radius (mean)':>15}{'radius (centre)':>17}{'sites':>7}")
     for h in range(fields.levels):
         print(f"{h:>5}{fields.radius[h]:>15.2f}{fields.radius_centre[h]:>17.2f}{fields.num_sites[h]:>7}")
@@ -97,7 +105,8 @@ def inpaint(cfg: DictConfig) -> dict:
     """Corrupt boxes of test images with noise and restore them: harmonic fill, cone, all latents.
 
     With ``n``: the first ``n`` test-split images, one box each, a table and
-    ``inpaint_metrics.json``; without: the one ``image`` (index or file). Both draw a picture.
+    ``inpaint_metrics.json``; without: the one ``image`` (index or file). Both draw a picture of the
+    first 8, and write every image of every method, and the masks, in an ``.npz`` beside it.
     """
     number(cfg, "size", 1, "pass the side of the box in pixels, e.g. size=8", integer=True)
     number(cfg, "steps", 0, "pass a number of optimisation steps, e.g. steps=150", integer=True)
@@ -119,6 +128,7 @@ def inpaint(cfg: DictConfig) -> dict:
     metrics = {**evaluation.metrics, "checkpoint": str(path), "steps": cfg.steps, "lr": cfg.lr}
     print(plots.inpainting_table(metrics))
     out = save_picture(cfg, plots.inpainting_picture(evaluation), "inpaint.png")
+    plots.save_pixels(out, module.model.pixels.bits, **evaluation.images, masks=evaluation.masks)
     report = out.with_name("inpaint_metrics.json")
     report.write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"wrote {report.resolve()}")

@@ -60,6 +60,7 @@ def hmc(
     n_leapfrog: int,
     generator: torch.Generator | None = None,
     keep_samples: bool = True,
+    bar=None,
 ) -> HMCResult:
     """Hybrid Monte Carlo for the density ``exp(-U(x))`` with ``U = potential_fn``, one chain per batch entry.
 
@@ -67,7 +68,7 @@ def hmc(
     trajectory draws momenta ``p ~ N(0, 1)``, integrates ``H = U(x) + |p|^2/2`` with ``n_leapfrog``
     leapfrog steps of ``step_size``, and accepts per chain with probability ``min(1, exp(-dH))``.
     Field space: ``potential_fn = action``. Latent space: ``potential_fn = S_eff`` (see
-    :func:`latent_hmc`), with no prior term.
+    :func:`latent_hmc`), with no prior term. ``bar``: a progress bar (tqdm) advanced by one per trajectory.
     """
     x = x0.detach().clone()
     u, grad = _potential_and_force(potential_fn, x)
@@ -93,6 +94,8 @@ def hmc(
         potentials.append(u)
         accepted_all.append(accept)
         delta_hs.append(delta_h)
+        if bar is not None:
+            bar.update()
     accepted = torch.stack(accepted_all)
     return HMCResult(
         samples=torch.stack(samples) if keep_samples else None,

@@ -12,6 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..errors import UserError
+from ..progress import progress
 from .bulk import BulkCorrelations, bulk_correlations, effective_action, hmc
 from .estimators import (
     chain_mean,
@@ -144,22 +145,35 @@ def chain_estimate(series: torch.Tensor) -> tuple[tuple[float, float], float]:
     return (series.double().mean().item(), error), tau.tau
 
 
-def lattice_report(module: LatticeFlowModule, n: int, seed: int = 0) -> LatticeReport:
+DRAW_CHUNK = 4096  # configurations decoded at once by the report
+
+
+def lattice_report(module: LatticeFlowModule, n: int, seed: int = 0, show_progress: bool = False) -> LatticeReport:
     """Draw ``n`` configurations and estimate ln Z, ESS, chi, <phi^2> and G(r) (reweighted and by
-    independence Metropolis), with the reference values of :func:`~rgflow_vision.lattice.reference.lookup`."""
+    independence Metropolis), with the reference values of :func:`~rgflow_vision.lattice.reference.lookup`.
+    ``show_progress``: a bar on stderr over the draws (one step per chunk), the IMH chain and the estimates."""
     if n < 2:
         raise UserError(f"n={n}: the estimates need at least 2 samples, e.g. n=16384")
     hp = module.hparams
     generator = torch.Generator(device=module.device).manual_seed(seed)
+    chunks = [min(DRAW_CHUNK, n - start) for start in range(0, n, DRAW_CHUNK)]
+    bar = progress(desc="lattice report: flow draws", total=len(chunks) + 2, unit="step", enabled=show_progress)
+    parts = []
     with torch.no_grad():
-        x, log_q, action, _ = module.draw(n, generator, chunk=4096)
+        for size in chunks:  # one random stream, drawn in order: the configurations of draw(n, chunk=DRAW_CHUNK)
+            parts.append(module.draw(size, generator)[:3])
+            bar.update()
+    x, log_q, action = (torch.cat(p) for p in zip(*parts))
     log_w = log_weights(log_q, action).cpu()
     x = x.double().cpu()
     params = {k: v for k, v in hp.action.items() if k != "name"}
     ref = lookup(hp.action["name"], params, module.size)
 
     lz = log_z(log_w)
+    bar.set_description("lattice report: IMH chain")
     imh = independence_metropolis(log_w, torch.Generator().manual_seed(seed))
+    bar.update()
+    bar.set_description("lattice report: estimates")
     chi = susceptibility(x)
     chi_chain = chi[imh.indices]
     chi_imh, tau = chain_estimate(chi_chain)
@@ -181,27 +195,36 @@ def lattice_report(module: LatticeFlowModule, n: int, seed: int = 0) -> LatticeR
     for r in range(module.size // 2 + 1):
         known = ref.two_point[r] if ref and ref.two_point and r < len(ref.two_point) else None
         rows.append(Row(f"G({r}) (reweighted)", (g_rw[0][r].item(), g_rw[1][r].item()), known))
+    bar.update()
+    bar.close()
     flow = module.flow
     return LatticeReport(action=module.target.name, size=module.size, n=n, rows=rows, reference=ref,
                          levels=flow.num_levels, block_size=flow.block_size, depth=getattr(flow, "depth", 1))
 
 
+TUNE_TRAJECTORIES = 10  # per tuning round
+
+
 def tune_step_size(potential, x: torch.Tensor, step_size: float, n_leapfrog: int, target: float,
-                   rounds: int, generator: torch.Generator) -> tuple[float, torch.Tensor]:
+                   rounds: int, generator: torch.Generator, bar=None) -> tuple[float, torch.Tensor]:
     """Adapt an HMC step size towards the acceptance ``target`` over ``rounds`` short runs of 10
-    trajectories (which also thermalise): ``(step size, last state)``. The production run keeps it fixed."""
+    trajectories (which also thermalise): ``(step size, last state)``. The production run keeps it fixed.
+    ``bar``: a progress bar advanced by one per trajectory."""
     for _ in range(rounds):
-        run = hmc(potential, x, 10, step_size, n_leapfrog, generator=generator, keep_samples=False)
+        run = hmc(potential, x, TUNE_TRAJECTORIES, step_size, n_leapfrog, generator=generator, keep_samples=False,
+                  bar=bar)
         x = run.state
         step_size *= math.exp(min(max(2 * (run.acceptance - target), -0.7), 0.7))
     return step_size, x
 
 
-def bulk(module: LatticeFlowModule, cfg: DictConfig) -> tuple[list[str], dict, BulkCorrelations]:
+def bulk(module: LatticeFlowModule, cfg: DictConfig, show_progress: bool = False
+         ) -> tuple[list[str], dict, BulkCorrelations]:
     """HMC in latent space (on ``S_eff``) against HMC in field space (on ``S``), each with its step size
     tuned to the acceptance ``bulk.target_acceptance``, the same number of trajectories and leapfrog steps
     (equal gradient evaluations); integrated autocorrelation times of ``|M|^2``, ``<phi^2>`` and ``S`` in
-    trajectories; and the latent correlations of the latent chains against the tree distance (the bulk picture)."""
+    trajectories; and the latent correlations of the latent chains against the tree distance (the bulk picture).
+    ``show_progress``: a bar on stderr per space, one step per trajectory (tuning and production)."""
     b = cfg.bulk
     generator = torch.Generator().manual_seed(cfg.seed)
     z0 = module.prior.sample(b.chains, generator=generator)
@@ -214,11 +237,13 @@ def bulk(module: LatticeFlowModule, cfg: DictConfig) -> tuple[list[str], dict, B
     runs, lines, summary = {}, [], {"chains": int(b.chains), "trajectories": int(b.trajectories),
                                     "leapfrog": int(b.leapfrog)}
     for name, potential, start in (("latent", s_eff, z0), ("field", module.target, x0)):
-        with torch.enable_grad():
+        total = int(b.tune_rounds) * TUNE_TRAJECTORIES + int(b.trajectories)
+        with torch.enable_grad(), progress(desc=f"HMC in {name} space", total=total, unit="traj",
+                                           enabled=show_progress) as bar:
             step, state = tune_step_size(potential, start, float(b.step_size), int(b.leapfrog),
-                                         float(b.target_acceptance), int(b.tune_rounds), generator)
-            runs[name] = (hmc(potential, state, int(b.trajectories), step, int(b.leapfrog), generator=generator),
-                          step)
+                                         float(b.target_acceptance), int(b.tune_rounds), generator, bar)
+            runs[name] = (hmc(potential, state, int(b.trajectories), step, int(b.leapfrog), generator=generator,
+                              bar=bar), step)
     with torch.no_grad():
         x_latent = torch.stack([module.flow.decode(z)[0] for z in runs["latent"][0].samples])
     for name, fields in (("latent", x_latent), ("field", runs["field"][0].samples)):

@@ -34,7 +34,8 @@ class SampleGrid(Callback):
 
     Fixed noise makes the grids of successive epochs comparable. Under DDP each rank decodes a
     share of the latents, the shares are gathered, and rank zero writes
-    ``<run>/samples/epoch{E}_T{t}.png`` and logs it as ``samples/T{t}``.
+    ``<run>/samples/epoch{E}_T{t}.png`` (at display size) with the integer samples beside it
+    (``epoch{E}_T{t}.npz``, key ``samples``) and logs the picture as ``samples/T{t}``.
     """
 
     # No defaults here: conf/callbacks/default.yaml holds them.
@@ -61,6 +62,7 @@ class SampleGrid(Callback):
             if trainer.is_global_zero:
                 path = Path(trainer.default_root_dir) / "samples" / f"{tag}_T{t:g}.png"
                 paths.append(save_and_log(trainer, plots.image_grid(pixels, model.pixels.bits), path, f"samples/T{t:g}"))
+                plots.save_pixels(path, model.pixels.bits, samples=pixels)
         return paths
 
 
