@@ -42,6 +42,17 @@ def test_progress_false_turns_the_bar_off(trained_run, tmp_path, capsys):
     assert "JVP" not in captured.err and "level" in captured.out
 
 
+def test_inpainting_n_images_counts_them_on_stderr(trained_run, tmp_path, capsys):
+    _, results = trained_run
+    cfg = compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "n=3", "size=4", "steps=1", f"out={tmp_path / 'i.png'}",
+                      config="inpaint")
+    pictures.inpaint(cfg)
+    captured = capsys.readouterr()
+    assert "inpainting" in captured.err and "100%" in captured.err and "masked error" in captured.out
+    saved = np.load(tmp_path / "i.npz")  # every image of every method, and the masks
+    assert saved["original"].shape == saved["cone"].shape == (3, 1, 16, 16) and saved["masks"].shape == (3, 16, 16)
+
+
 @pytest.fixture(scope="module")
 def lattice_module(tmp_path_factory):
     """An untrained tiny lattice flow: the report and the bulk view need weights, not good ones."""

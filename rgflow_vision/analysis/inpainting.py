@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..flows.geometry import causal_cone, from_blocks, interleave, to_blocks
+from ..progress import progress
 from ._common import AnalysisError, check_images, evaluating, midbin_logits
 
 
@@ -330,12 +331,14 @@ def evaluate_inpainting(
     seed: int = 1,
     batch_size: int = 50,
     compare_all: bool = True,
+    show_progress: bool = False,
     **options,
 ) -> InpaintEvaluation:
     """Corrupt each image with one ``size x size`` box of uniform noise (at ``at``: a corner,
     ``"centre"`` or ``"random"``; positions and noise drawn from ``seed``), then restore it by the
     harmonic fill, through the cone, and through all latents (``options`` go to :func:`inpaint`),
-    ``batch_size`` images at a time. ``compare_all=False`` skips the all-latents restoration."""
+    ``batch_size`` images at a time. ``compare_all=False`` skips the all-latents restoration.
+    ``show_progress``: a bar on stderr, one step per image and method."""
     check_images(model, original, "original")
     n, _, image_size, _ = original.shape
     generator = torch.Generator().manual_seed(seed)
@@ -344,6 +347,7 @@ def evaluate_inpainting(
     images = {"original": original, "corrupted": corrupted, "harmonic": harmonic_fill(corrupted, masks)}
     latents, seconds = {}, {}
     methods = {"cone": True, "all": False} if compare_all else {"cone": True}
+    bar = progress(desc="inpainting", total=n * len(methods), unit="image", enabled=show_progress)
     for name, cone in methods.items():
         parts, latents[name], seconds[name] = [], 0, 0.0
         for chunk in range(0, n, batch_size):
@@ -352,7 +356,9 @@ def evaluate_inpainting(
             parts.append(result.restored)
             latents[name] += result.latents_updated
             seconds[name] += result.seconds
+            bar.update(len(range(n)[part]))
         images[name] = torch.cat(parts)
+    bar.close()
     errors = {name: masked_errors(images[name], original, masks) for name in ("corrupted", "harmonic", *methods)}
     metrics = {"n": n, "size": size, "at": at if isinstance(at, str) or at is None else list(at), "seed": seed,
                **{name: float(e.mean()) for name, e in errors.items()}}

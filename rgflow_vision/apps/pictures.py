@@ -124,7 +124,8 @@ def inpaint(cfg: DictConfig) -> dict:
     else:
         original = source_images(module, cfg, [cfg.image])
     evaluation = analysis.evaluate_inpainting(module.model, original, cfg.size, at, cfg.seed,
-                                              batch_size=cfg.batch_size, steps=cfg.steps, lr=cfg.lr)
+                                              batch_size=cfg.batch_size, steps=cfg.steps, lr=cfg.lr,
+                                              show_progress=cfg.progress)
     metrics = {**evaluation.metrics, "checkpoint": str(path), "steps": cfg.steps, "lr": cfg.lr}
     print(plots.inpainting_table(metrics))
     out = save_picture(cfg, plots.inpainting_picture(evaluation), "inpaint.png")
