@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple
 
@@ -26,6 +27,20 @@ class Swish(nn.Module):
 
 def swish(x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(beta * x)
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast runs matrix products in on this device type, ``None`` where it is off (or does not
+    exist: meta tensors)."""
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+def _autocast_off(device_type: str) -> contextlib.AbstractContextManager:
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _linear(fan_in: int, fan_out: int) -> nn.Module:
@@ -96,7 +111,7 @@ class ResidualMLP(nn.Module):
         blocks, head = tensors or self.tensors()
         # Autocast is off inside: every tensor already has its precision. The blocks run in the tensors'
         # precision; the residual stream stays in x's (float32), which the sum promotes each block's output to.
-        with torch.autocast(x.device.type, enabled=False):
+        with _autocast_off(x.device.type):
             for block in blocks:
                 h = x.to(block[0][0].dtype)
                 for beta, weight, bias in block:

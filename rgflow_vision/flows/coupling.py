@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .conditioner import ResidualMLP
+from .conditioner import ResidualMLP, autocast_dtype
 from .spline import rational_quadratic
 
 
@@ -80,7 +80,7 @@ class Coupling(nn.Module):
     def network_tensors(self, device_type: str) -> dict:
         """Each network's tensors (:meth:`ResidualMLP.tensors`) in the precision it runs in: the autocast dtype
         where autocast is on, else its own. Cast once and passed to both parities' :meth:`parameters_of`."""
-        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        dtype = autocast_dtype(device_type)
         return {name: getattr(self, name).tensors(dtype) for name in self.groups}
 
     def parameters_of(self, x_cond: torch.Tensor, parity: int, tensors: dict | None = None) -> list[torch.Tensor]:
