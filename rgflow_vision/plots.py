@@ -155,7 +155,8 @@ def _image_table(groups, bits, by):
     # (in inches at `dpi`) to the enlarged grid's exact size, the labels in the margin.
     scale = display_scale(grid.shape[2], grid.shape[1])
     array = grid.permute(1, 2, 0).numpy().repeat(scale, axis=0).repeat(scale, axis=1)
-    dpi, height, width = 100, array.shape[0] / 100, array.shape[1] / 100
+    dpi = 100
+    height, width = array.shape[0] / dpi, array.shape[1] / dpi  # inches
     left, bottom = (0.8, 0.1) if by == "row" else (0.3, 0.7)  # room for the row / the slanted column labels
     fig = Figure(figsize=(left + width + 0.1, bottom + height + 0.1), dpi=dpi)
     fig_width, fig_height = fig.get_size_inches()
