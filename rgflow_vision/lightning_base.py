@@ -44,20 +44,22 @@ class TrainingBase(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        missing = [k for k in OPTIM_KEYS if k not in o]
-        if missing:
-            raise UserError(f"optim lacks {', '.join(missing)}: pass every key of the optim block in conf/train.yaml")
+        check_optim(o)
         params = [p for p in self.parameters() if p.requires_grad]
         # The fused kernel exists for CPU and CUDA float tensors; it is one kernel per step instead of many.
         # Under mixed precision it unscales gradients itself, so Lightning could not clip them first.
         mixed = self._trainer is not None and "mixed" in str(self.trainer.precision)
         fused = not mixed and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-        optimizer = torch.optim.AdamW(
-            params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"], fused=fused
-        )
         total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
-            o["warmup_steps"], total if o["cosine"] else None, o["min_lr_ratio"], self._time_used if o["cosine"] else None))
+        try:  # what check_optim does not foresee is still the optim block's fault, and one sentence
+            optimizer = torch.optim.AdamW(
+                params, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"], fused=fused
+            )
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(
+                o["warmup_steps"], total if o["cosine"] else None, o["min_lr_ratio"],
+                self._time_used if o["cosine"] else None))
+        except (TypeError, ValueError) as error:
+            raise UserError(f"the optim config is invalid: {error}") from None
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def _time_used(self) -> float | None:
@@ -90,6 +92,31 @@ class TrainingBase(L.LightningModule):
 
 # What configure_optimizers reads; the values are in conf/train.yaml (optim), and nowhere else.
 OPTIM_KEYS = ("lr", "weight_decay", "betas", "warmup_steps", "cosine", "min_lr_ratio")
+
+
+def check_optim(optim) -> None:
+    """A UserError naming the first key of the optim block (conf/train.yaml) that is missing or out of its
+    range. train.py calls it before Lightning starts; AdamW would otherwise fail inside ``Trainer.fit``."""
+    missing = [k for k in OPTIM_KEYS if k not in optim]
+    if missing:
+        raise UserError(f"optim lacks {', '.join(missing)}: pass every key of the optim block in conf/train.yaml")
+
+    def real(value) -> bool:  # NaN and infinity fail every range below
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    lr, decay, betas = optim["lr"], optim["weight_decay"], optim["betas"]
+    warmup, ratio = optim["warmup_steps"], optim["min_lr_ratio"]
+    if not (real(lr) and lr >= 0):  # 0 is allowed: it freezes the weights (a test trains without improving)
+        raise UserError(f"optim.lr={lr} is not a learning rate: it must be a number >= 0, e.g. optim.lr=1e-3")
+    if not (real(decay) and decay >= 0):
+        raise UserError(f"optim.weight_decay={decay} must be a number >= 0, e.g. optim.weight_decay=0")
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(real(b) and 0 <= b < 1 for b in betas)):
+        raise UserError(f"optim.betas={list(betas) if isinstance(betas, (list, tuple)) else betas} must be two "
+                        "numbers in [0, 1), e.g. optim.betas=[0.9,0.999]")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise UserError(f"optim.warmup_steps={warmup} must be an integer >= 0, e.g. optim.warmup_steps=50")
+    if not (real(ratio) and 0 <= ratio <= 1):
+        raise UserError(f"optim.min_lr_ratio={ratio} must be a number in [0, 1], e.g. optim.min_lr_ratio=0.05")
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int | None, min_ratio: float = 0.0,

@@ -16,6 +16,7 @@ import torch
 
 from rgflow_vision.lattice import FreeComplexField, LatticeFlowModule
 from rgflow_vision.lattice.diagnostics import gaussian_floor, latent_kl_by_level
+from rgflow_vision.training.checkpoint import load_module
 
 
 def main(argv: list[str]) -> None:
@@ -26,7 +27,7 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     start = time.perf_counter()
     if opts["ckpt"]:
-        module = LatticeFlowModule.load_from_checkpoint(opts["ckpt"], map_location="cpu").eval()
+        module, _ = load_module(opts["ckpt"], LatticeFlowModule)  # weights only, like the apps
         field = FreeComplexField(module.target.t, module.target.mu)
         x, _ = field.sample(opts["n"], module.size, torch.Generator().manual_seed(0))
         split = latent_kl_by_level(module.flow, x)

@@ -6,10 +6,11 @@ import shutil
 
 import pytest
 
-from rgflow_vision.apps.common import quote_values_with_equals
+from rgflow_vision.apps import train as train_app
+from rgflow_vision.apps.common import entry_point, quote_values_with_equals
 
 from . import data_fixtures
-from .apps import TINY_MODEL, run_app
+from .apps import TINY_MODEL, compose_cfg, run_app
 
 
 def error_line(result) -> str:
@@ -18,6 +19,16 @@ def error_line(result) -> str:
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert [line for line in lines if line.startswith("error:")] == lines[-1:], result.stderr[-2000:]
+    return lines[-1]
+
+
+def one_sentence(task, cfg, capsys) -> str:
+    """:func:`error_line` in this process (no interpreter start): the task behind the apps' error path."""
+    with pytest.raises(SystemExit) as stop:
+        entry_point(task)(cfg)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and "Traceback" not in "\n".join(lines), lines
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:], lines
     return lines[-1]
 
 
@@ -65,3 +76,28 @@ def test_a_lightning_checkpoint_name_is_accepted_on_the_command_line(tmp_path, t
     assert "wrote" in result.stdout
     missing = run_app("evaluate", f"ckpt={tmp_path / 'epoch=9-step=90.ckpt'}", cwd=tmp_path)
     assert "epoch=9-step=90.ckpt does not exist" in error_line(missing)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("optim.lr=-1", "optim.lr=-1 is not a learning rate: it must be a number >= 0"),
+    ("dataset.batch_size=0", "dataset.batch_size=0 is not a batch size: it must be an integer >= 1"),
+    ("ema=1.5", "ema=1.5 is not a decay: it must be a number in (0, 1)"),
+])
+def test_a_value_out_of_its_range_is_one_sentence_before_lightning_starts(tmp_path, override, message, capsys):
+    line = one_sentence(train_app.train, compose_cfg(tmp_path, *TINY_MODEL, override), capsys)
+    assert message in line
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before a trainer existed
+
+
+def test_a_folder_passed_as_the_checkpoint_names_the_last_ckpt_inside(tmp_path, trained_run, capsys):
+    _, results = trained_run
+    run_dir = results["run_dir"]  # the run folder, which holds checkpoints/last.ckpt
+    line = one_sentence(train_app.evaluate, compose_cfg(tmp_path, f"ckpt={run_dir}", config="evaluate"), capsys)
+    assert line == (f"error: ckpt={run_dir} is a folder, not a checkpoint file: "
+                    f"pass ckpt={run_dir / 'checkpoints' / 'last.ckpt'}")
+    resume = compose_cfg(tmp_path, *TINY_MODEL, f"ckpt_path={run_dir / 'checkpoints'}")
+    assert f"pass ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}" in one_sentence(train_app.train, resume, capsys)
+    (tmp_path / "empty").mkdir()
+    line = one_sentence(train_app.evaluate, compose_cfg(tmp_path, f"ckpt={tmp_path / 'empty'}", config="evaluate"),
+                        capsys)
+    assert "is a folder, not a checkpoint file: it holds no last.ckpt" in line

@@ -181,7 +181,7 @@ def test_resuming_a_lattice_run_continues_its_steps(tmp_path):
                       "test=false")
     resumed = train_app.train(cfg)
     assert resumed["run_dir"].resolve() == first["run_dir"].resolve()  # continues in the run folder that wrote it
-    checkpoint = torch.load(resumed["last_ckpt"], map_location="cpu", weights_only=False)
+    checkpoint = torch.load(resumed["last_ckpt"], map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] == 8  # 4 steps per epoch, 2 epochs: the second one ran after the resume
 
 

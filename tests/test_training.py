@@ -163,7 +163,7 @@ def test_bf16_mixed_training_runs_on_the_cpu_and_its_checkpoint_evaluates_and_sa
 
 def test_checkpoint_holds_the_ema_weights_for_evaluation_and_the_live_ones_for_resuming(trained_run):
     _, results = trained_run
-    checkpoint = torch.load(results["last_ckpt"], weights_only=False)
+    checkpoint = torch.load(results["last_ckpt"], weights_only=True)
     ema, live = checkpoint["state_dict"], checkpoint["current_model_state"]
     assert any(not torch.equal(ema[k], live[k]) for k in ema if ema[k].is_floating_point())
     assert "rng_states" in checkpoint and checkpoint["global_step"] == 4
@@ -186,8 +186,8 @@ def test_sample_app_writes_a_grid(trained_run, tmp_path):
 def test_last_checkpoint_is_rewritten_every_epoch_even_without_improvement(tmp_path):
     frozen = train_app.train(compose_cfg(tmp_path, *TINY_MODEL, *QUICK, "trainer.max_epochs=3", "optim.lr=0",
                                      "test=false", "logger=none", "~callbacks.sample_grid"))
-    assert torch.load(frozen["last_ckpt"], weights_only=False)["global_step"] == 6
-    assert torch.load(frozen["best_ckpt"], weights_only=False)["global_step"] == 2  # val/bpd never improved
+    assert torch.load(frozen["last_ckpt"], weights_only=True)["global_step"] == 6
+    assert torch.load(frozen["best_ckpt"], weights_only=True)["global_step"] == 2  # val/bpd never improved
 
 
 # -- resume -----------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def test_resumed_run_reaches_the_same_parameters_as_an_uninterrupted_one(tmp_pat
     resumed = train_app.train(compose_cfg(tmp_path / "c", *common, "trainer.max_epochs=3", "test=false",
                                       f"ckpt_path={first['last_ckpt']}"))
     assert resumed["run_dir"] == first["run_dir"]  # it continued in the run folder that wrote the checkpoint
-    a, b = (torch.load(r["last_ckpt"], weights_only=False) for r in (straight, resumed))
+    a, b = (torch.load(r["last_ckpt"], weights_only=True) for r in (straight, resumed))
     assert a["global_step"] == b["global_step"] == 6
     for key in ("state_dict", "current_model_state"):  # EMA and live weights
         torch.testing.assert_close(flat_parameters_of(a[key]), flat_parameters_of(b[key]), rtol=1e-5, atol=1e-6)
@@ -235,7 +235,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
         train_app.train(cfg)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     module, _ = load_module(str(last))
-    assert torch.load(last, weights_only=False)["global_step"] == 2
+    assert torch.load(last, weights_only=True)["global_step"] == 2
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
@@ -271,7 +271,7 @@ def test_bad_checkpoints_get_one_clear_sentence(tmp_path, trained_run):
     with pytest.raises(UserError, match="not written by rgflow-vision.*image training run"):
         load_module(str(foreign))
     mismatched = tmp_path / "mismatched.ckpt"
-    checkpoint = torch.load(results["last_ckpt"], weights_only=False)
+    checkpoint = torch.load(results["last_ckpt"], weights_only=True)
     checkpoint["hyper_parameters"]["architecture"]["hidden"] = 32
     torch.save(checkpoint, mismatched)
     with pytest.raises(UserError, match="does not match this version of the model"):

@@ -9,6 +9,7 @@ import netrc
 import os
 import re
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from PIL import Image
 
 from ..allocator import use_tcmalloc
-from ..errors import UserError
+from ..errors import Interrupted, UserError
 from ..training import FlowLitModule, load_module, save_and_log
 from ..training.checkpoint import to_dict
 from ..lightning_base import TrainingBase
@@ -94,6 +95,16 @@ def launch(main: Callable[[], object], allocator: bool = False) -> None:
     except CompactHydraException as error:  # unknown key or option, unparsable override
         print(f"error: {config_message(error)}", file=sys.stderr)
         sys.exit(2)
+    except OSError as error:
+        if _TASK_STARTED.is_set():  # the task's own OSErrors are not about the run folder
+            raise
+        # Hydra creates the run folder and writes its .hydra/ files before the task starts.
+        print(f"error: the run folder cannot be written ({error.strerror or error}: {error.filename}): pass a "
+              "folder you can write, e.g. hydra.run.dir=$HOME/rgflow-runs/run1", file=sys.stderr)
+        sys.exit(2)
+
+
+_TASK_STARTED = threading.Event()  # set by entry_point: Hydra has made the run folder and called the task
 
 
 def config_message(error: Exception) -> str:
@@ -127,12 +138,16 @@ def entry_point(task):
 
     @functools.wraps(task)
     def wrapped(cfg):
+        _TASK_STARTED.set()
         quiet_known_warnings()
         try:
             return task(cfg)
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
+        except Interrupted as error:
+            print(f"interrupted: {error}", file=sys.stderr)
+            sys.exit(error.status)
         except OmegaConfBaseException as error:  # a value the task reads is missing or cannot be resolved
             print(f"error: the config is invalid: {config_message(error)}", file=sys.stderr)
             sys.exit(2)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import functools
+import signal
+import tempfile
 import time
 from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint, WeightAveraging
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
-from ..errors import UserError
+from ..errors import Interrupted, UserError
+from ..lightning_base import check_optim
 from ..training import HierarchyPictures, SampleGrid
-from ..training.checkpoint import read_checkpoint, resolve_checkpoint, to_dict
+from ..training.checkpoint import (AtomicCheckpointIO, InterruptCheckpoint, read_checkpoint, resolve_checkpoint,
+                                   to_dict)
 from .common import config_errors, datamodule_for, load_checkpoint
 
 
@@ -23,7 +28,8 @@ def build_callbacks(cfg: DictConfig, has_logger: bool = True) -> list[L.Callback
     if not has_logger:  # the learning-rate monitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     if cfg.get("ema"):
-        callbacks.append(EMAWeightAveraging(decay=cfg.ema))
+        with config_errors("ema"):
+            callbacks.append(EMAWeightAveraging(decay=cfg.ema))
     # Weight averaging swaps the EMA weights out again at the end of each validation epoch: it
     # must come after the callbacks that draw with them.
     return sorted(callbacks, key=lambda c: isinstance(c, WeightAveraging))
@@ -66,33 +72,70 @@ def check_trainer_types(trainer: DictConfig) -> None:
                             f"trainer.{key}={'10' if integer else '1.0'}")
 
 
+def check_values(cfg: DictConfig) -> None:
+    """The values that would otherwise fail inside Lightning (AdamW, the DataLoader, the EMA callback),
+    each checked against its range before anything is built."""
+    check_optim(to_dict(cfg.get("optim")))
+    for key in ("dataset.batch_size", "lattice.batch_size"):
+        group, name = key.split(".")
+        value = (cfg.get(group) or {}).get(name, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{key}={value} is not a batch size: it must be an integer >= 1, e.g. {key}=64")
+    workers = (cfg.get("dataset") or {}).get("num_workers", 0)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise UserError(f"dataset.num_workers={workers} must be an integer >= 0 (0: load in the training process)")
+    ema = cfg.get("ema")
+    if ema is not None and ema is not False:  # null or false: no averaging
+        if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 < ema < 1:  # NaN fails too
+            raise UserError(f"ema={ema} is not a decay: it must be a number in (0, 1), e.g. ema=0.999, "
+                            "or ema=null for no weight averaging")
+
+
+def check_writable(folder: Path) -> None:
+    """A folder the run cannot write fails here, in one sentence, rather than at its first checkpoint."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(f"the output folder {folder} cannot be written ({error.strerror or error}): pass a "
+                        "folder you can write, e.g. hydra.run.dir=$HOME/rgflow-runs/run1") from None
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit, test, and report where everything went. Returns the metrics and paths."""
     ckpt_path = None
     if cfg.get("ckpt_path"):
-        ckpt_path = resolve_checkpoint(cfg.ckpt_path)
+        ckpt_path = resolve_checkpoint(cfg.ckpt_path, key="ckpt_path")
         if ckpt_path.parent.name == "checkpoints":  # continue in the run folder that wrote it
             with open_dict(cfg):
                 cfg.paths.output_dir = str(ckpt_path.parent.parent.resolve())
+    check_values(cfg)
+    check_writable(Path(cfg.paths.output_dir))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     with config_errors("dataset"):
         datamodule = instantiate(cfg.dataset)
     module = build_module(cfg, datamodule)
-    if ckpt_path is not None:  # fail with one sentence now rather than deep inside Lightning
+    if ckpt_path is not None:  # fail with one sentence now (weights only, this model) rather than inside Lightning
         _check_resumable(ckpt_path, module)
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg, bool(loggers))
     check_trainer_types(cfg.trainer)
     with config_errors("trainer"):
-        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                         plugins=[AtomicCheckpointIO()])
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    # Steps and fit time (validation included) are what scripts/budget.py reports per second.
-    results = {"run_dir": Path(trainer.default_root_dir), "global_step": trainer.global_step,
-               "fit_seconds": time.perf_counter() - start,
-               "final_lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None}
-    if cfg.get("test"):
-        results.update(trainer.test(module, datamodule=datamodule, verbose=False)[0])
+    try:
+        # weights_only: Lightning's own read of the checkpoint is as safe as read_checkpoint's above.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        # Steps and fit time (validation included) are what scripts/budget.py reports per second.
+        results = {"run_dir": Path(trainer.default_root_dir), "global_step": trainer.global_step,
+                   "fit_seconds": time.perf_counter() - start,
+                   "final_lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None}
+        if cfg.get("test"):
+            results.update(trainer.test(module, datamodule=datamodule, verbose=False)[0])
+    except SIGTERMException:  # Lightning's orderly stop on SIGTERM, and on Ctrl-C through InterruptCheckpoint
+        raise _interrupted(trainer) from None
     for checkpoint in trainer.checkpoint_callbacks:  # none is written under fast_dev_run
         if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath and checkpoint.best_model_path:
             key = "best_ckpt" if checkpoint.monitor else "last_ckpt"
@@ -102,6 +145,22 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         _report(results, trainer)
     return results
+
+
+def _interrupted(trainer: L.Trainer) -> Interrupted:
+    saver = next((c for c in trainer.callbacks if isinstance(c, InterruptCheckpoint)), None)
+    signum = (saver.signal if saver else None) or signal.SIGTERM
+    where = f"at step {trainer.global_step} (epoch {trainer.current_epoch})"
+    if trainer.state.fn != "fit":
+        message = (f"stopped by {signum.name} during the test, after the training finished: its checkpoints are "
+                   f"in {Path(trainer.default_root_dir) / 'checkpoints'} (evaluate.py ckpt=... tests one)")
+    elif saver is not None and Path(saver.ckpt_path).is_file():
+        message = (f"stopped by {signum.name} {where} and saved {saver.ckpt_path}: resume with the same "
+                   f"options plus ckpt_path={saver.ckpt_path}")
+    else:
+        message = (f"stopped by {signum.name} {where}; the callbacks have no InterruptCheckpoint, so the newest "
+                   "checkpoint is the last one written at the end of an epoch")
+    return Interrupted(message, 128 + signum)
 
 
 def _check_resumable(path: Path, module) -> None:

@@ -1,12 +1,26 @@
-"""Finding and loading checkpoints, with one clear sentence for each way it can go wrong."""
+"""Finding, loading and writing checkpoints, with one clear sentence for each way it can go wrong.
+
+Checkpoints load as weights only (``torch.load(weights_only=True)``): tensors, numbers, strings and
+containers of them. Researchers pass checkpoints around, and a full pickle can run any code while it
+loads, so a file that needs more than that is refused before anything in it runs."""
 
 from __future__ import annotations
 
+import os
 import pickle
+import re
+import signal
+import threading
 import zipfile
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import torch
+from lightning.fabric.plugins.io import TorchCheckpointIO
+from lightning.pytorch.callbacks import OnExceptionCheckpoint, WeightAveraging
+from lightning.pytorch.trainer.states import RunningStage, TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import OmegaConf
 
 from ..errors import UserError
@@ -18,10 +32,11 @@ def to_dict(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if node is not None else {}
 
 
-def resolve_checkpoint(ckpt: str | None, outputs: str | Path = "outputs") -> Path:
-    """``ckpt`` as a path; ``latest`` is the ``last.ckpt`` of the newest run under ``outputs``."""
+def resolve_checkpoint(ckpt: str | None, outputs: str | Path = "outputs", key: str = "ckpt") -> Path:
+    """``ckpt`` as a path; ``latest`` is the ``last.ckpt`` of the newest run under ``outputs``. ``key`` is the
+    option the user set (``ckpt``, or ``ckpt_path`` for train.py), for the messages."""
     if ckpt is None or str(ckpt) == "":
-        raise UserError("no checkpoint given: pass ckpt=path/to/last.ckpt (train.py prints where it wrote one)")
+        raise UserError(f"no checkpoint given: pass {key}=path/to/last.ckpt (train.py prints where it wrote one)")
     if str(ckpt) == "latest":
         found = sorted(Path(outputs).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
         if not found:
@@ -29,6 +44,11 @@ def resolve_checkpoint(ckpt: str | None, outputs: str | Path = "outputs") -> Pat
                             "train a model first (python train.py) or pass ckpt=path/to/last.ckpt")
         return found[-1]
     path = Path(ckpt)
+    if path.is_dir():
+        inside = next((p for p in (path / "last.ckpt", path / "checkpoints" / "last.ckpt") if p.is_file()), None)
+        advice = (f"pass {key}={inside}" if inside else
+                  "it holds no last.ckpt or checkpoints/last.ckpt: pass the last.ckpt that train.py printed at the end")
+        raise UserError(f"{key}={path} is a folder, not a checkpoint file: {advice}")
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist: pass the last.ckpt that train.py printed at the end")
     return path
@@ -38,16 +58,92 @@ def read_checkpoint(path: Path, module_class: type[TrainingBase] = FlowLitModule
     """The checkpoint dictionary, or a UserError saying why ``module_class`` cannot be rebuilt from it."""
     try:
         # mmap: resuming reads the checkpoint here and again in Lightning; map it rather than load it twice.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
-        raise UserError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}): "
-                        "use another one, e.g. the best checkpoint in the same folder") from None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" in str(error).lower():  # the weights-only unpickler met a class or function
+            found = re.search(r"GLOBAL ([\w.]+)", str(error))
+            raise UserError(f"checkpoint {path} holds code or objects that are not plain weights"
+                            f"{f' ({found[1]})' if found else ''}, and checkpoints load as weights only so that a "
+                            "file from someone else cannot run code here: use a checkpoint written by train.py"
+                            ) from None
+        raise _corrupt(path, error) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+        raise _corrupt(path, error) from None
     hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
     missing = [k for k in module_class.REQUIRED_HPARAMS if k not in hparams]
     if missing or "state_dict" not in checkpoint:
         raise UserError(f"checkpoint {path} was not written by rgflow-vision's train.py for this app (it lacks "
                         f"{', '.join(missing) or 'state_dict'}): pass a checkpoint of {module_class.KIND} run")
     return checkpoint
+
+
+def _corrupt(path: Path, error: Exception) -> UserError:
+    return UserError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}): "
+                     "use another one, e.g. the best checkpoint in the same folder")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, with the file written next to its final name and renamed into place.
+
+    Lightning writes a local checkpoint to the system's temporary folder and then moves it; where that
+    folder is another file system (a node's local /tmp, the run on a shared disk), the move is a copy, and
+    a job killed during it leaves a truncated last.ckpt. A rename in the same folder is atomic: the old
+    checkpoint or the new one, never half of one. Remote paths (``s3://...``) keep Lightning's writer."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.part")
+        try:
+            with open(partial, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())  # on disk before the rename makes it the checkpoint
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+class InterruptCheckpoint(OnExceptionCheckpoint):
+    """On SIGTERM (a cluster scheduler's notice) or a first Ctrl-C: finish the step in progress, write
+    ``<dirpath>/interrupted.ckpt``, and stop; ``python train.py ... ckpt_path=<it>`` resumes from it.
+
+    Lightning 2.6 already stops on SIGTERM at the next batch boundary, by raising ``SIGTERMException``, but
+    outside SLURM saves nothing; ``OnExceptionCheckpoint`` saves on any exception, also one in the middle of
+    a step. This one saves only on that orderly stop, so the checkpoint holds a whole number of steps, and
+    turns the first Ctrl-C into the same stop. A second Ctrl-C stops at once and saves nothing new (the
+    epoch's last.ckpt stays). The file is removed when a run finishes normally: last.ckpt is then newer.
+    """
+
+    def __init__(self, dirpath: str | Path, filename: str = "interrupted") -> None:
+        super().__init__(dirpath, filename)
+        self.signal: signal.Signals | None = None  # what stopped the run, for train.py's message
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning's own SIGTERM handler is in place by now, and its teardown restores every handler,
+        # this one included.
+        self.signal = None
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._first_ctrl_c)
+
+    def _first_ctrl_c(self, signum: int, frame: Any) -> None:
+        self.signal = signal.SIGINT
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the second Ctrl-C interrupts at once
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's orderly stop, at the end of this step
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        self.signal = self.signal or signal.SIGTERM
+        if trainer.state.stage in (RunningStage.VALIDATING, RunningStage.SANITY_CHECKING):
+            # Stopped inside validation: weight averaging has swapped the averaged weights into the model
+            # for it. Swap them back, as the end of validation would, so the checkpoint is what it saves.
+            for callback in trainer.callbacks:
+                if isinstance(callback, WeightAveraging):
+                    callback.on_validation_epoch_end(trainer, pl_module)
+        trainer.save_checkpoint(self.ckpt_path)
 
 
 def load_module(
