@@ -143,7 +143,7 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
             for callback in trainer.callbacks:
                 if isinstance(callback, WeightAveraging):
                     callback.on_validation_epoch_end(trainer, pl_module)
-        trainer.save_checkpoint(self.ckpt_path)
+        trainer.save_checkpoint(self.ckpt_path, weights_only=False)  # the whole training state, to resume
 
 
 def load_module(
