@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from rgflow_vision.apps import lattice as lattice_app
 from rgflow_vision.apps import pictures
 from rgflow_vision.apps import train as train_app
+from rgflow_vision.errors import Interrupted
 from rgflow_vision.lightning_base import warmup_cosine
 from rgflow_vision.training.checkpoint import AtomicCheckpointIO, read_checkpoint
 
@@ -112,8 +113,9 @@ class StepLog(Callback):
         self.path, self.at, self.at_validation, self.signal = Path(path), at, at_validation, signal
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
         with self.path.open("a") as log:
-            log.write(f"{trainer.current_epoch} {trainer.global_step} {trainer.optimizers[0].param_groups[0]['lr']!r}\n")
+            log.write(f"{trainer.current_epoch} {trainer.global_step} {lr!r}\n")
         if trainer.global_step == self.at:
             os.kill(os.getpid(), getattr(signal, self.signal))
 
@@ -133,7 +135,7 @@ def test_a_signal_mid_epoch_leaves_a_checkpoint_that_resumes_from_its_step(tmp_p
     run = [*TINY_MODEL, *QUICK, "trainer.max_epochs=2", "trainer.limit_train_batches=5", "test=false",
            f"+callbacks.steps._target_={__name__}.StepLog", f"+callbacks.steps.path={log}",
            f"hydra.run.dir={tmp_path / 'run'}"]
-    stopped = run_app("train", *run, f"+callbacks.steps.at=3", f"+callbacks.steps.signal={name}", cwd=tmp_path)
+    stopped = run_app("train", *run, "+callbacks.steps.at=3", f"+callbacks.steps.signal={name}", cwd=tmp_path)
     saved = tmp_path / "run" / "checkpoints" / "interrupted.ckpt"
     assert stopped.returncode == status, stopped.stderr[-3000:]
     assert stopped.stderr.strip().splitlines()[-1] == (
@@ -161,9 +163,10 @@ def test_a_sigterm_during_validation_saves_the_live_weights_not_the_averaged_one
     common = [*TINY_MODEL, *QUICK, "trainer.limit_val_batches=2", "ema=0.5", "logger=none", "test=false",
               "~callbacks.sample_grid", "~callbacks.model_checkpoint"]
     whole = train_app.train(compose_cfg(tmp_path / "whole", *common))
-    with pytest.raises(Exception, match="stopped by SIGTERM at step 2 .epoch 0. and saved") as stop:
+    with pytest.raises(Interrupted, match="stopped by SIGTERM at step 2 .epoch 0. and saved") as stop:
         train_app.train(compose_cfg(tmp_path / "stopped", *common, f"+callbacks.steps._target_={__name__}.StepLog",
-                                    f"+callbacks.steps.path={tmp_path / 'steps.txt'}", "+callbacks.steps.at_validation=0"))
+                                    f"+callbacks.steps.path={tmp_path / 'steps.txt'}",
+                                    "+callbacks.steps.at_validation=0"))
     assert stop.value.status == 143
     ended, stopped = (read_checkpoint(p) for p in (whole["last_ckpt"],
                                                      tmp_path / "stopped" / "run" / "checkpoints" / "interrupted.ckpt"))
