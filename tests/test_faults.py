@@ -18,7 +18,7 @@ from rgflow_vision.errors import Interrupted
 from rgflow_vision.lightning_base import warmup_cosine
 from rgflow_vision.training.checkpoint import AtomicCheckpointIO, read_checkpoint
 
-from .apps import OPTIM, QUICK, TINY_MODEL, compose_cfg, run_app
+from .apps import OPTIM, QUICK, TINY_MODEL, compose_cfg, run_app, run_script
 from .test_app_errors import one_sentence
 
 
@@ -94,7 +94,7 @@ def test_an_output_folder_that_cannot_be_written_is_one_sentence(tmp_path, capsy
     cfg = compose_cfg(tmp_path, *TINY_MODEL, *QUICK, f"paths.output_dir={tmp_path / 'a_file' / 'run'}")
     line = one_sentence(train_app.train, cfg, capsys)
     assert f"output folder {tmp_path / 'a_file' / 'run'} cannot be written" in line
-    result = run_app("train", f"hydra.run.dir={tmp_path / 'a_file' / 'run'}", cwd=tmp_path)  # Hydra's own folder
+    result = run_script("train", f"hydra.run.dir={tmp_path / 'a_file' / 'run'}", cwd=tmp_path)  # Hydra's own
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: the run folder cannot be written")
 

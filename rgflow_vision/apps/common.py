@@ -90,6 +90,7 @@ def launch(main: Callable[[], object], allocator: bool = False) -> None:
         use_tcmalloc()
     sys.argv[1:] = quote_values_with_equals(sys.argv[1:])  # in place: DDP re-launches sys.argv
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises its errors here instead of printing them
+    _TASK_STARTED.clear()
     try:
         main()
     except CompactHydraException as error:  # unknown key or option, unparsable override
