@@ -58,6 +58,8 @@ def read_checkpoint(path: Path, module_class: type[TrainingBase] = FlowLitModule
     """The checkpoint dictionary, or a UserError saying why ``module_class`` cannot be rebuilt from it."""
     try:
         # mmap: resuming reads the checkpoint here and again in Lightning; map it rather than load it twice.
+        # No class is allow-listed: what train.py saves (EMA, loggers, callbacks, the numpy random stream as a
+        # tensor, see lightning_base) is tensors and plain values, measured on every checkpoint the tests write.
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
         if "weights only" in str(error).lower():  # the weights-only unpickler met a class or function
