@@ -202,27 +202,50 @@ def mixing_picture(model: RGFlowModel, x_a: torch.Tensor, x_b: torch.Tensor, hc:
     return mixing_grid(x_a, x_b, mixes, bits=model.pixels.bits, labels=hc == "all")
 
 
-INPAINT_COLUMNS = ("corrupted", "harmonic", "cone", "all", "original")
+INPAINT_COLUMNS = ("corrupted", "harmonic", "biharmonic", "telea", "cone", "posterior", "all", "original")
+INPAINT_LABELS = {"harmonic": "harmonic fill", "biharmonic": "biharmonic", "telea": "Telea (OpenCV)",
+                  "cone": "cone", "posterior": "median", "all": "all latents"}
 
 
 def inpainting_picture(evaluation: analysis.InpaintEvaluation, count: int = 8, columns=INPAINT_COLUMNS) -> Image.Image:
-    """The first ``count`` images of an inpainting evaluation, one row each, the mask last."""
-    names = {"all": "all latents"}
-    return inpainting_panel([(names.get(c, c), evaluation.images[c][:count]) for c in columns],
+    """The first ``count`` images of an inpainting evaluation, one row each, one column per method it
+    has (of ``columns``), the mask last."""
+    names = {"all": "all latents", "posterior": "median"}
+    return inpainting_panel([(names.get(c, c), evaluation.images[c][:count]) for c in columns if c in evaluation.images],
                             evaluation.masks[:count])
 
 
+def inpainting_samples_picture(evaluation: analysis.InpaintEvaluation, image: int = 0) -> Image.Image:
+    """Completions of one corruption drawn from the posterior: the corrupted image, the samples,
+    their per-pixel median and the original, in one labelled row."""
+    samples = evaluation.samples[image]
+    columns = [("corrupted", evaluation.images["corrupted"][image : image + 1])]
+    columns += [(f"sample {k + 1}", s[None]) for k, s in enumerate(samples)]
+    columns += [("median", evaluation.images["posterior"][image : image + 1]),
+                ("original", evaluation.images["original"][image : image + 1])]
+    return inpainting_panel(columns, evaluation.masks[image : image + 1])
+
+
 def inpainting_table(metrics: dict) -> str:
-    """An inpainting evaluation as the app prints it."""
-    rows = [f"{'':<13}{'masked error':>13}{'latents/image':>15}{'seconds/image':>15}"]
-    for name, label in (("corrupted", "corrupted"), ("harmonic", "harmonic fill")):
-        rows.append(f"{label:<13}{metrics[name]:>13.2f}")
-    for name, label in (("cone", "cone"), ("all", "all latents")):
-        rows.append(f"{label:<13}{metrics[name]:>13.2f}{metrics[name + '_latents']:>15.0f}"
-                    f"{metrics['seconds_' + name]:>15.2f}")
+    """An inpainting evaluation as the app prints it: every method it ran, the classical fills first."""
+    rows = [f"{'':<15}{'masked error':>13}{'latents/image':>15}{'seconds/image':>15}"]
+    for name in ("corrupted", "harmonic", "biharmonic", "telea"):
+        if name in metrics:
+            rows.append(f"{INPAINT_LABELS.get(name, name):<15}{metrics[name]:>13.2f}")
+    for name in ("cone", "posterior", "all"):
+        if name in metrics:
+            rows.append(f"{INPAINT_LABELS[name]:<15}{metrics[name]:>13.2f}{metrics[name + '_latents']:>15.0f}"
+                        f"{metrics['seconds_' + name]:>15.2f}")
     where = metrics["at"] if isinstance(metrics["at"], str) else f"at {metrics['at']}"
+    best = metrics.get("best_classical")
+    if best and "posterior" in metrics:
+        rows.append(f"(median against {best}: {100 * (metrics['posterior'] / metrics[best] - 1):+.1f}%, "
+                    f"better on {100 * metrics[f'posterior_beats_{best}']:.0f}% of the images, "
+                    f"equal on {100 * metrics[f'posterior_ties_{best}']:.0f}%)")
     rows.append(f"({metrics['n']} image(s), {metrics['size']}x{metrics['size']} noise box {where}, seed "
-                f"{metrics['seed']}; masked error: mean |restored - original| over the box, in pixel levels)")
+                f"{metrics['seed']}; masked error: mean |restored - original| over the box, in pixel levels; "
+                f"cone: the MAP through the cone latents; median: per pixel, of posterior samples of them, "
+                f"its seconds with its MAP)")
     return "\n".join(rows)
 
 

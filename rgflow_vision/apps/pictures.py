@@ -102,14 +102,26 @@ def receptive_fields(cfg: DictConfig) -> Path:
 
 
 def inpaint(cfg: DictConfig) -> dict:
-    """Corrupt boxes of test images with noise and restore them: harmonic fill, cone, all latents.
+    """Corrupt boxes of test images with noise and restore them: the classical fills, the cone (its
+    MAP and, with ``samples``, the median of posterior samples), all latents.
 
     With ``n``: the first ``n`` test-split images, one box each, a table and
     ``inpaint_metrics.json``; without: the one ``image`` (index or file). Both draw a picture of the
     first 8, and write every image of every method, and the masks, in an ``.npz`` beside it.
+    One image with ``samples``: also its completions drawn from the posterior, ``inpaint_samples.png``.
     """
     number(cfg, "size", 1, "pass the side of the box in pixels, e.g. size=8", integer=True)
     number(cfg, "steps", 0, "pass a number of optimisation steps, e.g. steps=150", integer=True)
+    number(cfg, "samples", 0, "pass a number of posterior chains per image, e.g. samples=8 (0: the MAP only)",
+           integer=True)
+    number(cfg, "sampler_steps", 1, "pass a number of Langevin steps per chain, e.g. sampler_steps=30", integer=True)
+    number(cfg, "burn_in", 0, "pass a number of steps that adapt the step size, e.g. burn_in=15", integer=True)
+    if cfg.samples and cfg.burn_in >= cfg.sampler_steps:
+        raise UserError(f"burn_in={cfg.burn_in} leaves no samples: pass burn_in below sampler_steps={cfg.sampler_steps}")
+    if cfg.start not in ("harmonic", "biharmonic", "telea"):
+        raise UserError(f"start={cfg.start} is not a classical fill: pass start=biharmonic, harmonic or telea")
+    if cfg.start == "telea" and not analysis.telea_available():
+        raise UserError("start=telea needs OpenCV: pip install opencv-python-headless, or pass start=biharmonic")
     if cfg.get("n") is not None:
         number(cfg, "n", 1, "pass n=200 or another positive number of test images", integer=True)
     if cfg.mask != "box":
@@ -125,11 +137,18 @@ def inpaint(cfg: DictConfig) -> dict:
         original = source_images(module, cfg, [cfg.image])
     evaluation = analysis.evaluate_inpainting(module.model, original, cfg.size, at, cfg.seed,
                                               batch_size=cfg.batch_size, steps=cfg.steps, lr=cfg.lr,
+                                              start=cfg.start, compare_all=cfg.compare_all, samples=cfg.samples,
+                                              sampler={"steps": cfg.sampler_steps, "burn_in": cfg.burn_in},
                                               show_progress=cfg.progress)
-    metrics = {**evaluation.metrics, "checkpoint": str(path), "steps": cfg.steps, "lr": cfg.lr}
+    metrics = {**evaluation.metrics, "checkpoint": str(path), "steps": cfg.steps, "lr": cfg.lr, "samples": cfg.samples,
+               **({"sampler_steps": cfg.sampler_steps, "burn_in": cfg.burn_in} if cfg.samples else {})}
     print(plots.inpainting_table(metrics))
     out = save_picture(cfg, plots.inpainting_picture(evaluation), "inpaint.png")
     plots.save_pixels(out, module.model.pixels.bits, **evaluation.images, masks=evaluation.masks)
+    if cfg.samples and cfg.get("n") is None:  # beside the main picture, wherever that went
+        drawn = out.with_name("inpaint_samples.png")
+        plots.inpainting_samples_picture(evaluation).save(drawn)
+        print(f"wrote {drawn.resolve()}")
     report = out.with_name("inpaint_metrics.json")
     report.write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"wrote {report.resolve()}")
