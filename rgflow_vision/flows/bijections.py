@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from .coupling import BlockFlow
+from .features import FeatureODEBlock
 from .ode import ODEBlock
 
 
@@ -42,12 +43,28 @@ def realnvp(channels: int, block_size: int, level: int, *, symmetry: str | None 
                      transform, bins, tail_bound)
 
 
-def neural_ode(channels: int, block_size: int, level: int, *, symmetry: str | None = None, hidden: int = 64,
-               mlp_depth: int = 2, steps: Sequence[int] | int = 4, scheme: str = "rk4", rate: float = 0.5,
+def neural_ode(channels: int, block_size: int, level: int, *, symmetry: str | None = None,
+               velocity: str = "mlp", steps: Sequence[int] | int = 4, features: int = 8, time_basis: int = 4,
+               kernel: str = "block", lipschitz: float | None = 2.0, eval_steps: int | None = None, hidden: int = 64, mlp_depth: int = 2, scheme: str = "rk4", rate: float = 0.5,
                explicit: str = "encode", reversible: bool = False) -> nn.Module:
-    """The neural-ODE block (see :mod:`.ode`); ``symmetry`` ``"z2"`` or ``"o2"`` is built into its velocity."""
+    """The neural-ODE block; ``symmetry`` ``"z2"`` or ``"o2"`` is built into its velocity.
+
+    ``velocity="features"`` (see :mod:`.features`): linear in site-local features, divergence in closed
+    form, ``features`` frequencies, ``time_basis`` cosines in t, ``kernel`` ``"block"`` (dense, D4-tied)
+    or ``"periodic"`` (a D4-tied convolution by FFT: the global layer when the block is the lattice),
+    ``lipschitz`` a bound on Lip(v) (``None``: none; with ``steps`` it sets h Lip(v), RK4's accuracy),
+    ``eval_steps`` the steps in eval mode (default ``steps``);
+    log-det and inverse accurate to RK4's order. ``velocity="mlp"`` (see :mod:`.ode`): an MLP with its
+    Jacobian carried in forward mode, ``hidden``, ``mlp_depth``, ``scheme``, ``rate``, ``explicit``;
+    log-det and inverse exact to rounding, about ``C*K*K`` times the cost per step."""
     steps = at_level(steps, level, "ODE steps")
-    block = ODEBlock(channels, block_size, steps, hidden, mlp_depth, symmetry, scheme, rate, explicit)
+    if velocity == "features":
+        block = FeatureODEBlock(channels, block_size, steps, symmetry, features, time_basis, kernel, lipschitz,
+                                eval_steps)
+    elif velocity == "mlp":
+        block = ODEBlock(channels, block_size, steps, hidden, mlp_depth, symmetry, scheme, rate, explicit)
+    else:
+        raise ValueError(f"unknown ODE velocity {velocity!r}: use 'features' or 'mlp'")
     block.reversible = reversible  # raises for True
     return block
 
