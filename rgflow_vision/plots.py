@@ -211,8 +211,8 @@ def inpainting_picture(evaluation: analysis.InpaintEvaluation, count: int = 8, c
     """The first ``count`` images of an inpainting evaluation, one row each, one column per method it
     has (of ``columns``), the mask last."""
     names = {"all": "all latents", "posterior": "median"}
-    return inpainting_panel([(names.get(c, c), evaluation.images[c][:count]) for c in columns if c in evaluation.images],
-                            evaluation.masks[:count])
+    present = [c for c in columns if c in evaluation.images]
+    return inpainting_panel([(names.get(c, c), evaluation.images[c][:count]) for c in present], evaluation.masks[:count])
 
 
 def inpainting_samples_picture(evaluation: analysis.InpaintEvaluation, image: int = 0) -> Image.Image:

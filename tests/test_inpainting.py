@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from PIL import Image
 
 from rgflow_vision import RGFlowModel
 from rgflow_vision.analysis import (
@@ -20,10 +21,12 @@ from rgflow_vision.analysis import (
     telea_fill,
 )
 from rgflow_vision.analysis._common import encode_midbin
+from rgflow_vision.apps import pictures
 from rgflow_vision.errors import UserError
 from rgflow_vision.flows import PixelTransform
 from rgflow_vision.priors import build_prior
 
+from .apps import compose_cfg
 from .conftest import perturbed_flow
 
 
@@ -204,3 +207,29 @@ def test_the_evaluation_compares_the_posterior_median_with_every_classical_fill(
     assert m["observed_changed_posterior"] == 0.0 and evaluation.samples.shape == (2, 2, 1, 16, 16)
     with pytest.raises(UserError, match="start must be one of the classical fills"):
         evaluate_inpainting(model, original, 4, start="noise")
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+
+
+def inpaint_cfg(tmp_path, trained_run, *overrides):
+    _, results = trained_run
+    return compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", f"out={tmp_path / 'inpaint.png'}", *overrides,
+                       config="inpaint")
+
+
+def test_inpaint_app_draws_completions_of_one_corruption(tmp_path, trained_run):
+    metrics = pictures.inpaint(inpaint_cfg(tmp_path, trained_run, "image=0", "size=4", "samples=3",
+                                       "steps=2", "sampler_steps=3", "burn_in=1", "compare_all=false"))
+    assert {"biharmonic", "posterior", "seconds_posterior"} <= set(metrics) and metrics["samples"] == 3
+    samples = Image.open(tmp_path / "inpaint_samples.png")
+    assert samples.width > 3 * samples.height  # one row: corrupted, 3 samples, median, original, mask
+
+
+@pytest.mark.parametrize(("overrides", "message"), [(["sampler_steps=5", "burn_in=5"], "leaves no samples"),
+                                                   (["start=noise"], "not a classical fill"),
+                                                   (["samples=-1"], "posterior chains")])
+def test_inpaint_app_rejects_a_bad_sampler(tmp_path, trained_run, overrides, message):
+    with pytest.raises(UserError, match=message):
+        pictures.inpaint(inpaint_cfg(tmp_path, trained_run, *overrides))

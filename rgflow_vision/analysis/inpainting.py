@@ -499,7 +499,8 @@ def posterior_inpaint(
         restored = x_corrupted.clone()
         restored[hole.to(restored.device)] = model.pixels.inverse(median).flatten().to(restored)
         completions = x_corrupted.repeat_interleave(k, 0)
-        completions[hole.repeat_interleave(k, 0).to(completions.device)] = model.pixels.inverse(x).flatten().to(completions)
+        drawn = model.pixels.inverse(x).flatten().to(completions)  # the chains' last states
+        completions[hole.repeat_interleave(k, 0).to(completions.device)] = drawn
     return PosteriorResult(
         restored=restored,
         samples=completions.view(batch, k, channels, size, size),

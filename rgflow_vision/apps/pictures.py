@@ -117,7 +117,8 @@ def inpaint(cfg: DictConfig) -> dict:
     number(cfg, "sampler_steps", 1, "pass a number of Langevin steps per chain, e.g. sampler_steps=30", integer=True)
     number(cfg, "burn_in", 0, "pass a number of steps that adapt the step size, e.g. burn_in=15", integer=True)
     if cfg.samples and cfg.burn_in >= cfg.sampler_steps:
-        raise UserError(f"burn_in={cfg.burn_in} leaves no samples: pass burn_in below sampler_steps={cfg.sampler_steps}")
+        raise UserError(f"burn_in={cfg.burn_in} leaves no samples: pass burn_in below "
+                        f"sampler_steps={cfg.sampler_steps}")
     if cfg.start not in ("harmonic", "biharmonic", "telea"):
         raise UserError(f"start={cfg.start} is not a classical fill: pass start=biharmonic, harmonic or telea")
     if cfg.start == "telea" and not analysis.telea_available():
