@@ -7,13 +7,13 @@ import math
 
 from rgflow_vision.hardware import cpu_info, describe_cpu
 
-from .apps import TINY_MODEL, run_app
+from .apps import TINY_MODEL, run_app, run_script
 
 
 def test_budget_reports_steps_and_bpd(tmp_path):
     out = tmp_path / "budget.json"
-    proc = run_app("scripts/budget", "--seconds", "3", "--json", str(out), "dataset=digits", "dataset.batch_size=16",
-                   "optim.warmup_steps=0", *TINY_MODEL, cwd=tmp_path)
+    proc = run_script("scripts/budget", "--seconds", "3", "--json", str(out), "dataset=digits", "dataset.batch_size=16",
+                      "optim.warmup_steps=0", *TINY_MODEL, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["steps"] > 0 and report["steps_per_s"] > 0
@@ -28,6 +28,7 @@ def test_budget_reports_steps_and_bpd(tmp_path):
 
 
 def test_budget_rejects_no_budget(tmp_path):
+    """A real process (the run above is the script in this process): the exit status and stderr a user sees."""
     proc = run_app("scripts/budget", "--seconds", "0", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "error: --seconds 0 is not a budget: give at least 1 second"]

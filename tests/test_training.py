@@ -19,7 +19,7 @@ from rgflow_vision.training.module import content_seeded_noise, warmup_cosine
 
 from . import data_fixtures
 
-from .apps import QUICK, TINY_MODEL, compose_cfg, run_app
+from .apps import QUICK, TINY_MODEL, compose_cfg, run_app, run_script
 
 
 def flat_parameters(module: torch.nn.Module) -> torch.Tensor:
@@ -279,31 +279,33 @@ def test_bad_checkpoints_get_one_clear_sentence(tmp_path, trained_run):
 
 
 # -- the apps as users type them ---------------------------------------------------------------
+# The scripts themselves (their @hydra.main, their error path), run in this process: a new interpreter
+# would add only its imports. The DDP test below and tests/test_app_errors.py run them as real processes.
 
 
 def test_train_py_with_tiny_limits_prints_where_everything_went(tmp_path):
     run = tmp_path / "outputs" / "train" / "first"  # where ckpt=latest looks
-    result = run_app("train", *TINY_MODEL, *QUICK, f"hydra.run.dir={run}", cwd=tmp_path)
+    result = run_script("train", *TINY_MODEL, *QUICK, f"hydra.run.dir={run}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     for line in ("run folder", "checkpoint", "test bpd", "samples"):
         assert line in result.stdout
     assert (run / "checkpoints" / "last.ckpt").is_file() and any((run / "samples").glob("*.png"))
-    evaluated = run_app("evaluate", "ckpt=latest", cwd=tmp_path)
+    evaluated = run_script("evaluate", "ckpt=latest", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     trained_bpd = result.stdout.split("test bpd")[1].split()[0]
     assert f"test bpd {trained_bpd}  (" in evaluated.stdout
 
 
 def test_missing_dataset_is_one_sentence_and_a_nonzero_exit(tmp_path):
-    result = run_app("train", "dataset=mnist", "dataset.download=false", f"paths.data_dir={tmp_path / 'empty'}",
-                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = run_script("train", "dataset=mnist", "dataset.download=false", f"paths.data_dir={tmp_path / 'empty'}",
+                        f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and str(tmp_path / "empty") in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: MNIST")
 
 
 def test_missing_checkpoint_is_one_sentence(tmp_path):
-    result = run_app("sample", f"ckpt={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    result = run_script("sample", f"ckpt={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
 
 
