@@ -323,7 +323,7 @@ def test_ddp_on_two_cpu_processes_agrees_with_one_process(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["epoch000_T0.7.png", "epoch000_T1.png"]
     assert [p.name for p in (tmp_path / "outputs" / "train").iterdir()] == ["ddp"]  # one run folder, not one per rank
-    evaluated = run_app("evaluate", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", cwd=tmp_path)
+    evaluated = run_script("evaluate", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", cwd=tmp_path)
     # Every test image counted once across the two ranks, with the noise it gets in one process.
     ddp_bpd = float(result.stdout.split("test bpd")[1].split()[0])
     assert float(evaluated.stdout.split("test bpd")[1].split()[0]) == pytest.approx(ddp_bpd, abs=1e-4)
