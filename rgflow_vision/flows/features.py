@@ -27,7 +27,9 @@ Exactness changes meaning here. The divergence is exact for the continuous flow.
 log-det is the RK4 integral of the divergence along the RK4 trajectory (the augmented state
 ``(phi, log det)``), so it matches ``slogdet`` of the discrete RK4 map to the solver's order,
 ``O(h^4)``; the inverse integrates backwards with the same scheme, a round trip of ``O(h^4)``.
-Tests pin both (tests/test_ode.py).
+Tests pin both (tests/test_ode.py). Because the log-det is not exact, reverse-KL training can
+exploit the solver's error; a cap on Lip(v) prevents it (:class:`FeatureODEBlock`), and with the
+cap the field does not depend on the step count: train at few steps, sample at more.
 """
 
 from __future__ import annotations
