@@ -25,7 +25,7 @@ def test_paper_flow_is_invertible_and_reversible_gradients_match():
         for name, p in flow.named_parameters():
             if name.endswith("out_scale"):
                 p.normal_(0.0, 0.05)
-    x = torch.randn(1, 3, 32, 32)  # one image: the property does not depend on the batch, the time does
+    x = torch.randn(1, 3, 32, 32)  # one image: the property does not depend on the batch
     z, logdet = flow.encode(x)
     x_back, logdet_inv = flow.decode(z)
     assert (z - x).abs().max() > 0.1
