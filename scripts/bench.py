@@ -18,10 +18,11 @@ profiler counts the dtype casts of one step (aten::_to_copy, forward and backwar
 
 ``--limit`` sets the step against what this CPU's matrix products allow: one step runs under
 ``torch.utils.flop_counter.FlopCounterMode`` (forward, backward and, in reversible mode, the
-recomputation the backward does), every matrix product of it is recorded with its shape, layout and
-dtype, and each distinct one is timed alone (``torch.mm``/``addmm``, best of several rounds, in this
-process, at its thread count). Their sum is the step's matrix-product time, the least a step that
-does these products can take here; ``step / limit`` is how far the step is from it.
+recomputation the backward does), and every matrix product of it is recorded with its shape, layout
+and dtype. After each timed step, those products alone are replayed back to back (``torch.mm`` /
+``addmm`` on operands of the same shapes, in this process, at its thread count): the least time a step
+that does these products can take here. ``step / limit`` is taken step by step, so that both sides of
+each ratio saw the same load on a shared machine.
 
 glibc's malloc fragments badly under this allocation pattern (the README's "Speed and memory"
 has the numbers). The runs preload tcmalloc when it is installed (Debian: ``apt-get install
@@ -182,9 +183,9 @@ def flop_counter() -> FlopCounterMode:
     return counter
 
 
-def matrix_product_limit(model: RGFlowModel, x: torch.Tensor, bf16: bool) -> dict:
-    """FLOPs of one training step (FlopCounterMode; forward and backward apart) and the time its matrix
-    products take when each runs alone here (:func:`gemm_seconds`): the step's matrix-product limit."""
+def step_products(model: RGFlowModel, x: torch.Tensor, bf16: bool) -> tuple[dict, collections.Counter]:
+    """FLOPs of one training step (FlopCounterMode; forward and backward apart) and its matrix products
+    (:class:`MatrixProducts`)."""
     flops, products = {}, collections.Counter()
     with flop_counter() as counter, MatrixProducts() as recorder:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -194,17 +195,45 @@ def matrix_product_limit(model: RGFlowModel, x: torch.Tensor, bf16: bool) -> dic
         loss.backward()
     flops["backward"], products = counter.get_total_flops(), products + recorder.calls
     model.zero_grad(set_to_none=True)
-    shapes = []
+    return flops, products
+
+
+class ProductReplay:
+    """The matrix products of a step, each as often as the step runs it, back to back on operands of the
+    same shapes, layouts and dtypes: the time the step's matrix products take alone, its limit here.
+
+    Timed between the steps themselves, each replay sees the same load on the machine as its neighbours."""
+
+    def __init__(self, products: collections.Counter):
+        self.calls = []
+        for (op, a_shape, b_shape, a_t, b_t, dtype), count in products.items():
+            dt = getattr(torch, dtype)
+            a, b = (torch.randn(s[::-1], dtype=dt).t() if t else torch.randn(s, dtype=dt)
+                    for s, t in ((a_shape, a_t), (b_shape, b_t)))
+            bias = torch.randn(b_shape[1], dtype=dt)
+            run = (lambda a=a, b=b, bias=bias: torch.addmm(bias, a, b)) if op == "addmm" else \
+                (lambda a=a, b=b: torch.mm(a, b))
+            self.calls.append(((op, a_shape, b_shape, a_t, b_t, dtype), count, run))
+
+    def __call__(self) -> dict:
+        """Seconds per product kind, all of them run once."""
+        seconds = {}
+        for key, count, run in self.calls:
+            run()  # each kind once untimed: the step itself has it in cache from the product before
+            start = time.perf_counter()
+            for _ in range(count):
+                run()
+            seconds[key] = time.perf_counter() - start
+        return seconds
+
+
+def describe_products(products: collections.Counter, seconds: dict) -> list[dict]:
+    rows = []
     for key, count in products.items():
         op, (m, k), (_, n) = key[0], key[1], key[2]
-        seconds = gemm_seconds(*key)
-        shapes.append({"op": op, "m": m, "k": k, "n": n, "a_t": key[3], "b_t": key[4], "dtype": key[5],
-                       "count": count, "gemm_s": seconds, "gflop_per_s": 2 * m * k * n / seconds / 1e9})
-    recorded = sum(2 * r["m"] * r["k"] * r["n"] * r["count"] for r in shapes)
-    limit = sum(r["gemm_s"] * r["count"] for r in shapes)
-    total = flops["forward"] + flops["backward"]
-    return {"flops": flops, "recorded_product_flops": recorded, "limit_s": limit, "limit_gflop_per_s": total / limit / 1e9,
-            "products": sorted(shapes, key=lambda r: -r["gemm_s"] * r["count"])}
+        rows.append({"op": op, "m": m, "k": k, "n": n, "a_t": key[3], "b_t": key[4], "dtype": key[5], "count": count,
+                     "seconds": seconds[key], "gflop_per_s": 2 * m * k * n * count / seconds[key] / 1e9})
+    return sorted(rows, key=lambda r: -r["seconds"])
 
 
 def square_gemm_rates(size: tuple[int, int, int] = (4096, 512, 512)) -> dict:
@@ -222,7 +251,14 @@ def measure(model_name: str, size: int, channels: int, batch: int, mode: str, st
     bf16 = "bf16" in mode
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     x = torch.randint(0, 256, (batch, channels, size, size))
-    times = [train_step(model, opt, x, bf16) for _ in range(steps + 1)]
+    if limit:  # the step's FLOPs and products, then each step followed by a replay of its products
+        flops, products = step_products(model, x, bf16)
+        replay = ProductReplay(products)
+    times, replays = [], []
+    for _ in range(steps + 1):
+        times.append(train_step(model, opt, x, bf16))
+        if limit:
+            replays.append(replay())
     result = {
         "model": model_name,
         "size": size,
@@ -236,8 +272,14 @@ def measure(model_name: str, size: int, channels: int, batch: int, mode: str, st
     if bf16:
         result["casts"] = cast_counts(model, x)
     if limit:
-        result["limit"] = matrix_product_limit(model, x, bf16)
-        result["limit"]["square_gemm_gflop_per_s"] = square_gemm_rates()
+        totals = [sum(r.values()) for r in replays[1:]]
+        best = replays[1 + totals.index(min(totals))]
+        result["limit"] = {"flops": flops, "recorded_product_flops": sum(2 * a[0] * a[1] * b[1] * n for (_, a, b, *_), n
+                                                                         in products.items()),
+                           "limit_s": statistics.median(totals), "limit_s_all": [round(t, 3) for t in totals],
+                           "step_over_limit": [round(t / r, 3) for t, r in zip(times[1:], totals)],
+                           "products": describe_products(products, best),
+                           "square_gemm_gflop_per_s": square_gemm_rates()}
     model.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         start = time.perf_counter()
@@ -315,22 +357,22 @@ def describe_casts(c: dict) -> str:
 
 
 def describe_limit(r: dict) -> str:
-    """The FLOP count, the matrix-product limit and the step's distance from it, with the costliest shapes."""
+    """The FLOP count, the matrix-product limit and the step's distance from it, with the costliest products."""
     lim = r["limit"]
     f, b = lim["flops"]["forward"], lim["flops"]["backward"]
-    steps = sorted(r["steps_s"][1:])
+    ratios = lim["step_over_limit"]
     lines = [f"{'':>14}GFLOP forward {f / 1e9:.2f}, backward {b / 1e9:.2f} ({b / f:.2f}x forward; matrix products "
-             f"recorded {lim['recorded_product_flops'] / 1e9:.2f} GFLOP in all); matrix-product limit "
-             f"{lim['limit_s']:.2f} s ({lim['limit_gflop_per_s']:.0f} GFLOP/s); step / limit: median "
-             f"{r['step_s'] / lim['limit_s']:.2f}, min {steps[0] / lim['limit_s']:.2f}",
-             f"{'':>14}square 4096x512x512 product: " + ", ".join(
+             f"recorded {lim['recorded_product_flops'] / 1e9:.2f} GFLOP in all); their replay (the limit) "
+             f"{lim['limit_s']:.2f} s, {(f + b) / lim['limit_s'] / 1e9:.0f} GFLOP/s (median; all "
+             f"{lim['limit_s_all']}); step / limit, step by step: {ratios}, median {statistics.median(ratios):.2f}",
+             f"{'':>14}square 4096x512x512 product alone: " + ", ".join(
                  f"{dtype} {rate:.0f} GFLOP/s" for dtype, rate in lim["square_gemm_gflop_per_s"].items()),
              f"{'':>14}{'op':>5} {'m x k x n':>18} {'layout':>6} {'dtype':>8} {'count':>6} {'GFLOP/s':>8} {'share':>6}"]
+    total = sum(p["seconds"] for p in lim["products"])
     for p in lim["products"][:6]:
         layout = ("T" if p["a_t"] else "N") + ("T" if p["b_t"] else "N")
-        share = p["gemm_s"] * p["count"] / lim["limit_s"]
         lines.append(f"{'':>14}{p['op']:>5} {p['m']:>6}x{p['k']:>5}x{p['n']:>5} {layout:>6} {p['dtype']:>8} "
-                     f"{p['count']:>6} {p['gflop_per_s']:>8.1f} {share:>6.1%}")
+                     f"{p['count']:>6} {p['gflop_per_s']:>8.1f} {p['seconds'] / total:>6.1%}")
     return "\n".join(lines)
 
 

@@ -62,3 +62,11 @@ def test_the_reversible_backward_reruns_every_network_once(one_thread):
 def test_a_recorded_product_can_be_timed_alone(one_thread, op, layout):
     seconds = bench.gemm_seconds(op, (32, 16), (16, 8), *layout, "float32", rounds=1, min_round_s=0.001)
     assert 0 < seconds < 1
+
+
+def test_the_replay_runs_every_recorded_product_of_a_step(one_thread):
+    flops, products = bench.step_products(tiny_model(), X, bf16=False)
+    recorded = sum(2 * a[0] * a[1] * b[1] * n for (_, a, b, *_), n in products.items())
+    assert recorded == flops["forward"] + flops["backward"]
+    seconds = bench.ProductReplay(products)()
+    assert seconds.keys() == products.keys() and all(t > 0 for t in seconds.values())
