@@ -106,8 +106,8 @@ def check_optim(optim) -> None:
 
     lr, decay, betas = optim["lr"], optim["weight_decay"], optim["betas"]
     warmup, ratio = optim["warmup_steps"], optim["min_lr_ratio"]
-    if not (real(lr) and lr >= 0):  # 0 is allowed: it freezes the weights (a test trains without improving)
-        raise UserError(f"optim.lr={lr} is not a learning rate: it must be a number >= 0, e.g. optim.lr=1e-3")
+    if not (real(lr) and lr > 0):
+        raise UserError(f"optim.lr={lr} is not a learning rate: it must be a number > 0, e.g. optim.lr=1e-3")
     if not (real(decay) and decay >= 0):
         raise UserError(f"optim.weight_decay={decay} must be a number >= 0, e.g. optim.weight_decay=0")
     if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(real(b) and 0 <= b < 1 for b in betas)):
