@@ -74,8 +74,8 @@ def test_the_closed_form_divergence_is_the_trace_of_the_jacobian(symmetry, chann
 
 def test_the_log_det_converges_to_slogdet_of_the_discrete_map_at_order_four():
     """The RK4 integral of the divergence is not slogdet of the RK4 map; their gap falls like h^4."""
-    block = randomised(FeatureODEBlock(2, 4, steps=1, symmetry="o2", features=3, time_basis=3, lipschitz=None), scale=0.15)
-    x = torch.randn(1, 32, dtype=torch.float64)
+    block = randomised(FeatureODEBlock(2, 4, steps=1, symmetry="o2", features=3, time_basis=3, lipschitz=None), scale=0.2)
+    x = torch.randn(1, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
     gaps = []
     for n in (16, 32, 64):
         exact = torch.linalg.slogdet(torch.autograd.functional.jacobian(lambda y: block(y, steps=n)[0][0], x)[:, 0])

@@ -50,7 +50,7 @@ def neural_ode(channels: int, block_size: int, level: int, *, symmetry: str | No
     """The neural-ODE block; ``symmetry`` ``"z2"`` or ``"o2"`` is built into its velocity.
 
     ``velocity="features"`` (see :mod:`.features`): linear in site-local features, divergence in closed
-    form, ``features`` frequencies, ``time_basis`` cosines in t, ``kernel`` ``"block"`` (dense, D4-tied)
+    form, ``features`` frequencies, ``time_basis`` Legendre polynomials in t, ``kernel`` ``"block"`` (dense, D4-tied)
     or ``"periodic"`` (a D4-tied convolution by FFT: the global layer when the block is the lattice),
     ``lipschitz`` a bound on Lip(v) (``None``: none; with ``steps`` it sets h Lip(v), RK4's accuracy),
     ``eval_steps`` the steps in eval mode (default ``steps``);
