@@ -25,12 +25,13 @@ def tiny_model(**architecture) -> RGFlowModel:
 
 
 @pytest.mark.parametrize("conditioner", ["separate", "shared"])
-def test_a_bf16_step_casts_each_network_tensor_once_per_layer_call(one_thread, conditioner):
-    # Each weight-normalised matrix, bias and swish beta is cast once per layer call and serves both parities;
-    # recast at every product (autocast's own way with weight norm), the count was about 10 per product.
+def test_a_bf16_step_casts_each_weight_once_per_layer_call(one_thread, conditioner):
+    # Each weight-normalised matrix and bias is cast once per layer call and serves both parities, and each
+    # product's input once; left to autocast (a weight-normalised matrix recast at every product, a swish's
+    # input cast twice) a step made about 10 casts per product.
     counts = bench.cast_counts(tiny_model(conditioner=conditioner), X)
     assert counts["forward"]["products"] > 0 and counts["backward"]["products"] == 2 * counts["forward"]["products"]
-    assert counts["casts_per_product"] < 6
+    assert counts["casts_per_product"] < 7.5
 
 
 def test_the_recorded_matrix_products_are_the_flops_that_flop_counter_counts(one_thread):
