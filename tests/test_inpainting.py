@@ -164,6 +164,17 @@ def test_the_sampler_is_reproducible_with_a_generator(model, corruption, posteri
     assert torch.equal(again.samples, posterior.samples) and torch.equal(again.restored, posterior.restored)
 
 
+def test_chains_from_their_own_maps_still_move_only_the_hole(model, corruption):
+    original, corrupted, masks = corruption
+    spread = posterior_inpaint(model, corrupted, masks, samples=3, steps=4, burn_in=2, map_steps=5, spread=40.0,
+                               generator=torch.Generator().manual_seed(0))
+    keep = (~masks)[:, None, None].expand_as(spread.samples)
+    assert torch.equal(spread.samples[keep], corrupted[:, None].expand_as(spread.samples)[keep])
+    _, z0 = encode_midbin(model, corrupted)
+    outside = ~spread.latent_mask[:, None].expand_as(spread.z)
+    assert torch.equal(spread.z[outside], z0[:, None].expand_as(spread.z)[outside])
+
+
 @pytest.mark.parametrize(("options", "message"), [({"samples": 0}, "samples >= 1"),
                                                   ({"steps": 5, "burn_in": 5}, "burn_in < steps")])
 def test_a_sampler_without_samples_is_a_clear_error(model, corruption, options, message):

@@ -402,6 +402,7 @@ def posterior_inpaint(
     start: str | torch.Tensor = "harmonic",
     original: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    spread: float = 0.0,
 ) -> PosteriorResult:
     """Sample ``p(hole | observed pixels)`` through the causal cone and restore each hole pixel by
     its posterior median.
@@ -415,6 +416,10 @@ def posterior_inpaint(
     adapts per image during the first ``burn_in`` steps (to an acceptance of 0.57); the states of
     the later steps are the samples. A sample of a logit is a sample of the pixel: the density of
     the logits is the pixels' density carried over, so no Jacobian enters.
+
+    The chains stay in the mode they start in. ``spread > 0`` (pixel levels) lets chains 2..K
+    start from their own MAPs, each climbed from the start fill plus Gaussian noise of that size in
+    the hole: completions from several modes, for ``K`` times the MAP's cost.
     """
     begin = time.perf_counter()
     if samples < 1 or steps < 1 or not 0 <= burn_in < steps:
@@ -472,7 +477,18 @@ def posterior_inpaint(
             return torch.cholesky_solve(grad[..., None], chol)[..., 0]
 
         log_h = torch.full((batch,), math.log(0.3), dtype=centre.dtype)
-        x = centre.repeat_interleave(k, 0) + 0.1 * noise()
+        starts = centre.repeat_interleave(k, 0)
+        if spread > 0 and k > 1:  # chains 2..K from other modes: MAPs climbed from noisy copies of the start
+            fill = start if torch.is_tensor(start) else FILLS[start](x_corrupted, mask, model.pixels.levels)
+            fill = fill.repeat_interleave(k - 1, 0)
+            shake = spread * torch.randn(fill.shape, generator=generator).to(fill.device)
+            noisy = torch.where(hole.repeat_interleave(k - 1, 0).to(fill.device),
+                                (fill + shake).round().clamp(0, model.pixels.levels - 1).to(fill.dtype), fill)
+            others = inpaint(model, x_corrupted.repeat_interleave(k - 1, 0), mask.repeat_interleave(k - 1, 0),
+                             steps=map_steps, lr=lr, start=noisy)
+            others = flow.decode(others.z)[0][hole.repeat_interleave(k - 1, 0)].view(batch, k - 1, d)
+            starts = torch.cat([centre[:, None], others], 1).flatten(0, 1)
+        x = starts + 0.1 * noise()
         logp, grad, z = value_and_grad(x)
         kept, accepted = [], 0
         for step in range(steps):

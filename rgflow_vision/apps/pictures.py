@@ -116,6 +116,7 @@ def inpaint(cfg: DictConfig) -> dict:
            integer=True)
     number(cfg, "sampler_steps", 1, "pass a number of Langevin steps per chain, e.g. sampler_steps=30", integer=True)
     number(cfg, "burn_in", 0, "pass a number of steps that adapt the step size, e.g. burn_in=15", integer=True)
+    number(cfg, "spread", 0, "pass a noise level in pixel levels for the chains' own starts, e.g. spread=48")
     if cfg.samples and cfg.burn_in >= cfg.sampler_steps:
         raise UserError(f"burn_in={cfg.burn_in} leaves no samples: pass burn_in below "
                         f"sampler_steps={cfg.sampler_steps}")
@@ -139,10 +140,12 @@ def inpaint(cfg: DictConfig) -> dict:
     evaluation = analysis.evaluate_inpainting(module.model, original, cfg.size, at, cfg.seed,
                                               batch_size=cfg.batch_size, steps=cfg.steps, lr=cfg.lr,
                                               start=cfg.start, compare_all=cfg.compare_all, samples=cfg.samples,
-                                              sampler={"steps": cfg.sampler_steps, "burn_in": cfg.burn_in},
+                                              sampler={"steps": cfg.sampler_steps, "burn_in": cfg.burn_in,
+                                                       "spread": cfg.spread},
                                               show_progress=cfg.progress)
     metrics = {**evaluation.metrics, "checkpoint": str(path), "steps": cfg.steps, "lr": cfg.lr, "samples": cfg.samples,
-               **({"sampler_steps": cfg.sampler_steps, "burn_in": cfg.burn_in} if cfg.samples else {})}
+               **({"sampler_steps": cfg.sampler_steps, "burn_in": cfg.burn_in, "spread": cfg.spread}
+                  if cfg.samples else {})}
     print(plots.inpainting_table(metrics))
     out = save_picture(cfg, plots.inpainting_picture(evaluation), "inpaint.png")
     plots.save_pixels(out, module.model.pixels.bits, **evaluation.images, masks=evaluation.masks)
