@@ -203,15 +203,18 @@ class _ReversibleSteps(torch.autograd.Function):
         for coupling, parity in reversed(ctx.flow.steps(inverse)):
             cond = coupling.masks[parity]
             step_params = [p for p in coupling.parameters() if p.requires_grad]
-            with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=enabled):
-                # The conditioning sites of the input equal those of the output, so one pass
-                # of the networks both rebuilds the input and records the graph for its gradient.
-                x_cond = (y * cond).detach().requires_grad_(True)
-                params = coupling.parameters_of(x_cond, parity)
-                with torch.no_grad():
-                    x = coupling.apply_transform(y, params, parity, not inverse)[0]
-                x = x.detach().requires_grad_(True)
-                y_again, logdet = coupling.apply_transform(x, params, parity, inverse)
+            with torch.enable_grad():
+                with torch.autocast(device, dtype=dtype, enabled=enabled):
+                    # The conditioning sites of the input equal those of the output, so one pass
+                    # of the networks both rebuilds the input and records the graph for its gradient.
+                    x_cond = (y * cond).detach().requires_grad_(True)
+                    params = coupling.parameters_of(x_cond, parity)
+                    with torch.no_grad():
+                        x = coupling.apply_transform(y, params, parity, not inverse)[0]
+                    x = x.detach().requires_grad_(True)
+                    y_again, logdet = coupling.apply_transform(x, params, parity, inverse)
+                # Differentiated outside autocast, as the stored graph is: autocast would recast the float32
+                # products' gradients to bf16.
                 g = torch.autograd.grad(
                     (y_again, logdet), [x, x_cond, *step_params], (grad_y, grad_logdet), allow_unused=True
                 )
