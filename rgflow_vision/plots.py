@@ -212,7 +212,8 @@ def inpainting_picture(evaluation: analysis.InpaintEvaluation, count: int = 8, c
     has (of ``columns``), the mask last."""
     names = {"all": "all latents", "posterior": "median"}
     present = [c for c in columns if c in evaluation.images]
-    return inpainting_panel([(names.get(c, c), evaluation.images[c][:count]) for c in present], evaluation.masks[:count])
+    return inpainting_panel([(names.get(c, c), evaluation.images[c][:count]) for c in present],
+                            evaluation.masks[:count])
 
 
 def inpainting_samples_picture(evaluation: analysis.InpaintEvaluation, image: int = 0) -> Image.Image:
@@ -242,10 +243,10 @@ def inpainting_table(metrics: dict) -> str:
         rows.append(f"(median against {best}: {100 * (metrics['posterior'] / metrics[best] - 1):+.1f}%, "
                     f"better on {100 * metrics[f'posterior_beats_{best}']:.0f}% of the images, "
                     f"equal on {100 * metrics[f'posterior_ties_{best}']:.0f}%)")
+    median = "; median: per pixel, of posterior samples of them, its seconds with its MAP" * ("posterior" in metrics)
     rows.append(f"({metrics['n']} image(s), {metrics['size']}x{metrics['size']} noise box {where}, seed "
                 f"{metrics['seed']}; masked error: mean |restored - original| over the box, in pixel levels; "
-                f"cone: the MAP through the cone latents; median: per pixel, of posterior samples of them, "
-                f"its seconds with its MAP)")
+                f"cone: the MAP through the cone latents{median})")
     return "\n".join(rows)
 
 
