@@ -109,9 +109,8 @@ class FeatureVelocity(nn.Module):
     def time_basis(self, t: float, dtype: torch.dtype) -> torch.Tensor:
         """Legendre polynomials ``P_b(2t - 1)``, ``b = 0 .. time_basis - 1``: at most 1 in size on
         ``[0, 1]`` (the Lipschitz cap assumes it), and RK4's quadrature (Simpson's rule) integrates
-        those of degree <= 3 exactly, so training cannot exploit a time dependence the solver
-        under-resolves (with ``cos(pi b t)``, b < 4, at 2 steps it did: kappa = 0.2, L = 8, ESS/N 0.15 at
-        the training steps against 0.03 at 8 steps, docs)."""
+        those of degree <= 3 exactly: the time dependence alone leaves no quadrature error to exploit.
+        (Whether the cosines were worse was not isolated: at 2 steps both were exploited, see FeatureODEBlock.)"""
         x, values = 2 * t - 1, [1.0, 2 * t - 1]
         for n in range(1, self.weight.shape[0] - 1):
             values.append(((2 * n + 1) * x * values[n] - n * values[n - 1]) / (n + 1))
@@ -197,9 +196,11 @@ class FeatureODEBlock(nn.Module):
     ``lipschitz`` caps Lip(v) (a Frobenius bound, see :meth:`FeatureVelocity.operators`). Without a cap,
     reverse-KL training exploits the solver: within 100 steps at 2-4 RK4 steps the integrated log-det
     was off from slogdet of the map by hundreds of nats (free field, ln Z "estimated" above the exact
-    value). With it, the field does not depend on ``steps``: training runs ``steps`` (cheap), and in
-    eval mode (sampling, reports) the same field runs ``eval_steps``, where the log-det and the round
-    trip are accurate to ``O((Lip h)^4)``."""
+    value). With it, the field does not depend on ``steps``: training runs ``steps``, and in eval mode
+    (sampling, reports) the same field runs ``eval_steps``, where the log-det and the round trip are
+    accurate to ``O((Lip h)^4)``. The cap is not enough at ``h Lip = 1``: per-block flows trained at 2
+    steps still exploited it (kappa = 0.2, L = 8: ln Z 48.35 at 2 steps against 44.94 at 8; ESS/N 0.04
+    at 8); at 4 steps there is no gap (ESS/N 0.80 at both), hence the shipped 4."""
 
     def __init__(self, channels: int, block_size: int, steps: int, symmetry: str | None = None,
                  features: int = 8, time_basis: int = 4, kernel: str = "block", lipschitz: float | None = 2.0,
