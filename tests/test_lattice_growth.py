@@ -26,12 +26,7 @@ TINY = {"hidden": 8, "num_res_blocks": 1, "mlp_depth": 1, "couplings": [1], "dep
 FLAT = {"couplings": 2, "hidden": 8, "conv_layers": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def perturbed(flow: torch.nn.Module, seed: int, scale: float = 0.3) -> torch.nn.Module:

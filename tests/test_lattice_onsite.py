@@ -22,12 +22,7 @@ PHI4 = ComplexPhi4.from_kappa(0.2, 1.145)
 TINY_ARCH = {"hidden": 8, "num_res_blocks": 1, "mlp_depth": 1, "couplings": [1], "mask": "channels"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cartesian_moments(action, reach=4.0, points=1201):

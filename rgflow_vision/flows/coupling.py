@@ -223,3 +223,18 @@ class _ReversibleSteps(torch.autograd.Function):
                 if gp is not None:
                     grads[p] = gp if grads[p] is None else grads[p] + gp
         return (grad_y, None, None, *(grads[p] for p in ctx.params))
+
+
+class StoredBackward(nn.Module):
+    """The ``reversible`` flag of the flows without a reversible backward (the ODE blocks, the flat flow):
+    only the coupling stack of RGFlow rebuilds its inputs in the backward pass."""
+
+    @property
+    def reversible(self) -> bool:
+        return False
+
+    @reversible.setter
+    def reversible(self, value: bool) -> None:
+        if value:
+            raise ValueError("reversible backpropagation is implemented for RGFlow's coupling blocks (bijection "
+                             "'rnvp') only: use reversible=false")

@@ -39,6 +39,8 @@ import math
 import torch
 from torch import nn
 
+from .coupling import StoredBackward
+
 
 def _dihedral(i: torch.Tensor, j: torch.Tensor, size: int, periodic: bool):
     """The 8 images of coordinates ``(i, j)`` under D4: of the ``size x size`` block about its centre,
@@ -188,7 +190,7 @@ class FeatureVelocity(nn.Module):
         return v, div
 
 
-class FeatureODEBlock(nn.Module):
+class FeatureODEBlock(StoredBackward):
     """``(N, C*K*K) -> (N, C*K*K)``: ``steps`` RK4 steps of ``dx/dt = v(x, t)`` on ``[0, 1]`` (encode),
     with the log-det integrated alongside; decode integrates from 1 back to 0 with the same scheme.
     Both directions cost the same: four velocity evaluations per step, nothing else.
@@ -213,15 +215,6 @@ class FeatureODEBlock(nn.Module):
         lipschitz = math.inf if lipschitz is None else lipschitz
         self.velocity = FeatureVelocity(channels, block_size, symmetry, features, time_basis, kernel, lipschitz)
         self.steps, self.eval_steps = steps, eval_steps or steps
-
-    @property
-    def reversible(self) -> bool:  # the seam's flag; only the coupling stack has a reversible backward
-        return False
-
-    @reversible.setter
-    def reversible(self, value: bool) -> None:
-        if value:
-            raise ValueError("reversible backpropagation is implemented for bijection 'rnvp' only")
 
     def forward(self, x: torch.Tensor, inverse: bool = False, steps: int | None = None):
         steps = steps or (self.steps if self.training else self.eval_steps)

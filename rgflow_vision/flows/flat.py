@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .coupling import MASKS, TRANSFORMS
+from .coupling import MASKS, TRANSFORMS, StoredBackward
 from .spline import rational_quadratic
 
 
@@ -91,7 +91,7 @@ class FlatCoupling(nn.Module):
         return out, logdet.sum(dim=1)
 
 
-class FlatFlow(nn.Module):
+class FlatFlow(StoredBackward):
     """Bijection ``x <-> z`` of ``(B, C, L, L)`` fields: ``couplings`` pairs of half-couplings over the whole
     lattice, the first of each pair freezing the mask's parity 0, the second its complement.
 
@@ -116,15 +116,6 @@ class FlatFlow(nn.Module):
             FlatCoupling(frozen, hidden, conv_layers, kernel, transform, bins, tail_bound)
             for _ in range(couplings) for frozen in (parity0, 1 - parity0)
         )
-
-    @property
-    def reversible(self) -> bool:
-        return False
-
-    @reversible.setter
-    def reversible(self, value: bool) -> None:
-        if value:
-            raise ValueError("the flat flow has no reversible backward pass; use reversible=false")
 
     def level_map(self) -> torch.Tensor:
         """``(L, L)`` zeros: one level."""

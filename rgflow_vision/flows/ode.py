@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .coupling import StoredBackward
 from .velocity import velocity_field
 
 # Butcher tableaus of explicit schemes: (stage coefficients a, weights b, nodes c).
@@ -39,7 +40,7 @@ MAX_NEWTON = 8  # iterations per inverted step; 2-3 suffice from the backward-sc
 MAX_RATE = 0.69  # ln 2 rounded down: e^rate - 1 < 1, each step is invertible
 
 
-class ODEBlock(nn.Module):
+class ODEBlock(StoredBackward):
     """``(N, C*K*K) -> (N, C*K*K)``: the time-1 map of ``dx/dt = v(x, t)``, fixed steps of ``scheme``.
 
     ``explicit`` names the direction that integrates (one Jacobian pass per step); the other solves
@@ -57,15 +58,6 @@ class ODEBlock(nn.Module):
         if explicit not in ("encode", "decode"):
             raise ValueError(f"explicit must be 'encode' or 'decode', got {explicit!r}")
         self.steps, self.scheme, self.explicit = steps, scheme, explicit
-
-    @property
-    def reversible(self) -> bool:  # the seam's flag; only the coupling stack has a reversible backward
-        return False
-
-    @reversible.setter
-    def reversible(self, value: bool) -> None:
-        if value:
-            raise ValueError("reversible backpropagation is implemented for bijection 'rnvp' only")
 
     def forward(self, x: torch.Tensor, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = torch.promote_types(x.dtype, torch.float32)
