@@ -105,3 +105,9 @@ def test_a_folder_passed_as_the_checkpoint_names_the_last_ckpt_inside(tmp_path, 
     line = one_sentence(train_app.evaluate, compose_cfg(tmp_path, f"ckpt={tmp_path / 'empty'}", config="evaluate"),
                         capsys)
     assert "is a folder, not a checkpoint file: it holds no last.ckpt" in line
+
+
+def test_an_experiments_coupling_key_under_an_ode_model_says_how_to_drop_it(tmp_path, capsys):
+    cfg = compose_cfg(tmp_path, "experiment=lattice_phi4_critical", "model=ode_global")
+    line = one_sentence(train_app.train, cfg, capsys)
+    assert "bijection 'ode' takes no transform" in line and "'~model.transform'" in line

@@ -45,8 +45,9 @@ def realnvp(channels: int, block_size: int, level: int, *, symmetry: str | None 
 
 def neural_ode(channels: int, block_size: int, level: int, *, symmetry: str | None = None,
                velocity: str = "mlp", steps: Sequence[int] | int = 4, features: int = 8, time_basis: int = 4,
-               kernel: str = "block", lipschitz: float | None = 2.0, eval_steps: int | None = None, hidden: int = 64, mlp_depth: int = 2, scheme: str = "rk4", rate: float = 0.5,
-               explicit: str = "encode", reversible: bool = False) -> nn.Module:
+               kernel: str = "block", lipschitz: float | None = 2.0, eval_steps: int | None = None, hidden: int = 64,
+               mlp_depth: int = 2, scheme: str = "rk4", rate: float = 0.5, explicit: str = "encode",
+               reversible: bool = False, **coupling_keys) -> nn.Module:
     """The neural-ODE block; ``symmetry`` ``"z2"`` or ``"o2"`` is built into its velocity.
 
     ``velocity="features"`` (see :mod:`.features`): linear in site-local features, divergence in closed
@@ -57,6 +58,10 @@ def neural_ode(channels: int, block_size: int, level: int, *, symmetry: str | No
     log-det and inverse accurate to RK4's order. ``velocity="mlp"`` (see :mod:`.ode`): an MLP with its
     Jacobian carried in forward mode, ``hidden``, ``mlp_depth``, ``scheme``, ``rate``, ``explicit``;
     log-det and inverse exact to rounding, about ``C*K*K`` times the cost per step."""
+    if coupling_keys:  # e.g. an experiment's model.transform=spline under model=ode_lattice
+        keys = sorted(coupling_keys)
+        raise ValueError(f"bijection 'ode' takes no {', '.join(keys)} (RealNVP keys, e.g. set by an experiment): "
+                         f"remove them with {' '.join(repr(f'~model.{k}') for k in keys)}")
     steps = at_level(steps, level, "ODE steps")
     if velocity == "features":
         block = FeatureODEBlock(channels, block_size, steps, symmetry, features, time_basis, kernel, lipschitz,
