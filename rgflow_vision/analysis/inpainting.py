@@ -190,10 +190,8 @@ FILLS = {  # the classical fills by name, each (x, mask, levels) -> filled integ
 def classical_fills(x: torch.Tensor, mask: torch.Tensor, levels: int = 256) -> dict[str, torch.Tensor]:
     """The classical fills of one corruption: ``harmonic``, ``biharmonic`` and, with OpenCV
     installed and 8-bit images, ``telea``."""
-    fills = {"harmonic": harmonic_fill(x, mask), "biharmonic": biharmonic_fill(x, mask, levels)}
-    if telea_available() and levels == 256:
-        fills["telea"] = telea_fill(x, mask, levels)
-    return fills
+    telea = telea_available() and levels == 256
+    return {name: fill(x, mask, levels) for name, fill in FILLS.items() if name != "telea" or telea}
 
 
 class ConeEncoder:
