@@ -55,29 +55,30 @@ def image_grid(pixels: torch.Tensor, bits: int = 8, nrow: int | None = None, pad
     return enlarge(Image.fromarray(array[..., 0] if pixels.shape[1] == 1 else array), size)
 
 
-def save(image: Image.Image, path: str | Path) -> Path:
-    """Write ``image`` as PNG through a temporary file, so an interrupted write leaves no half picture."""
+def _write_atomically(path: str | Path, write) -> Path:
+    """``write(file)`` into a temporary file beside ``path``, then renamed: an interrupted write leaves no half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
-    image.save(partial, format="PNG")
+    with open(partial, "wb") as file:  # a file object: numpy would append .npz to a name
+        write(file)
     partial.replace(path)
     return path
+
+
+def save(image: Image.Image, path: str | Path) -> Path:
+    """Write ``image`` as PNG, atomically."""
+    return _write_atomically(path, lambda file: image.save(file, format="PNG"))
 
 
 def save_pixels(path: str | Path, bits: int = 8, **batches: torch.Tensor) -> Path:
     """The integer images behind a picture at ``path``, as ``path`` with ``.npz`` for ``.png``: one array per
     keyword (e.g. ``(N, C, L, L)`` pixels; masks as 0/1), uint8 up to 8 bits, else uint16, and ``bits``.
     ``numpy.load`` reads it."""
-    path = Path(path).with_suffix(".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
     dtype = np.uint8 if bits <= 8 else np.uint16
     arrays = {name: x.detach().cpu().numpy().astype(dtype) for name, x in batches.items()}
-    partial = path.with_name(path.name + ".part")
-    with open(partial, "wb") as file:  # a file object: numpy would append .npz to a name
-        np.savez_compressed(file, bits=np.array(bits), **arrays)
-    partial.replace(path)
-    return path
+    return _write_atomically(Path(path).with_suffix(".npz"),
+                             lambda file: np.savez_compressed(file, bits=np.array(bits), **arrays))
 
 
 def receptive_field_figure(
