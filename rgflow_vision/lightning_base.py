@@ -5,7 +5,11 @@ decay, a clear stop on a non-finite loss, random streams saved in checkpoints. B
 from __future__ import annotations
 
 import math
+import pickle
+import re
+import zipfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -141,3 +145,61 @@ def warmup_cosine(warmup_steps: int, total_steps: int | None, min_ratio: float =
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
+
+
+# -- reading checkpoints, for the image and the lattice slices alike -----------------------------------
+# Checkpoints load as weights only (torch.load(weights_only=True)): tensors, numbers, strings and containers
+# of them. Researchers pass checkpoints around, and a full pickle can run any code while it loads, so a file
+# that needs more than that is refused before anything in it runs.
+
+
+def resolve_checkpoint(ckpt: str | None, outputs: str | Path = "outputs", key: str = "ckpt") -> Path:
+    """``ckpt`` as a path; ``latest`` is the ``last.ckpt`` of the newest run under ``outputs``. ``key`` is the
+    option the user set (``ckpt``, or ``ckpt_path`` for train.py), for the messages."""
+    if ckpt is None or str(ckpt) == "":
+        raise UserError(f"no checkpoint given: pass {key}=path/to/last.ckpt (train.py prints where it wrote one)")
+    if str(ckpt) == "latest":
+        found = sorted(Path(outputs).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise UserError(f"ckpt=latest found no checkpoints/last.ckpt under {Path(outputs).resolve()}: "
+                            "train a model first (python train.py) or pass ckpt=path/to/last.ckpt")
+        return found[-1]
+    path = Path(ckpt)
+    if path.is_dir():
+        inside = next((p for p in (path / "last.ckpt", path / "checkpoints" / "last.ckpt") if p.is_file()), None)
+        advice = (f"pass {key}={inside}" if inside else
+                  "it holds no last.ckpt or checkpoints/last.ckpt: pass the last.ckpt that train.py printed at the end")
+        raise UserError(f"{key}={path} is a folder, not a checkpoint file: {advice}")
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist: pass the last.ckpt that train.py printed at the end")
+    return path
+
+
+def read_checkpoint(path: Path, module_class: type[TrainingBase] = TrainingBase) -> dict:
+    """The checkpoint dictionary, or a UserError saying why ``module_class`` cannot be rebuilt from it."""
+    try:
+        # mmap: resuming reads the checkpoint here and again in Lightning; map it rather than load it twice.
+        # No class is allow-listed: what train.py saves (EMA, loggers, callbacks, the numpy random stream as a
+        # tensor, see lightning_base) is tensors and plain values, measured on every checkpoint the tests write.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as error:
+        if "weights only" in str(error).lower():  # the weights-only unpickler met a class or function
+            found = re.search(r"GLOBAL ([\w.]+)", str(error))
+            raise UserError(f"checkpoint {path} holds code or objects that are not plain weights"
+                            f"{f' ({found[1]})' if found else ''}, and checkpoints load as weights only so that a "
+                            "file from someone else cannot run code here: use a checkpoint written by train.py"
+                            ) from None
+        raise _corrupt(path, error) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+        raise _corrupt(path, error) from None
+    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+    missing = [k for k in module_class.REQUIRED_HPARAMS if k not in hparams]
+    if missing or "state_dict" not in checkpoint:
+        raise UserError(f"checkpoint {path} was not written by rgflow-vision's train.py for this app (it lacks "
+                        f"{', '.join(missing) or 'state_dict'}): pass a checkpoint of {module_class.KIND} run")
+    return checkpoint
+
+
+def _corrupt(path: Path, error: Exception) -> UserError:
+    return UserError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}): "
+                     "use another one, e.g. the best checkpoint in the same folder")

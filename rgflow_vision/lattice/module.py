@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from ..errors import UserError
 from ..flows import RGFlow
 from ..flows.flat import FlatFlow
-from ..lightning_base import TrainingBase
+from ..lightning_base import TrainingBase, read_checkpoint, resolve_checkpoint
 from ..model import sample_and_log_prob
 from ..priors import PRIORS, build_prior
 from .actions import FreeComplexField, build_action
@@ -111,8 +111,6 @@ class LatticeFlowModule(TrainingBase):
 
     def grow(self, ckpt: str) -> None:
         """Copy the flow (and the prior's learned scales) of the lattice run ``ckpt`` into this module."""
-        from ..training.checkpoint import read_checkpoint, resolve_checkpoint  # the app layer, needed here only
-
         path = resolve_checkpoint(ckpt, key="lattice.grow_from")
         small = read_checkpoint(path, type(self))
         hp = small["hyper_parameters"]
