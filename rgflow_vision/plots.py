@@ -274,3 +274,158 @@ def bulk_correlation_picture(results, title: str | None = None) -> Image.Image:
     if title:
         fig.suptitle(title)
     return _to_pil(fig)
+
+
+# -- the lattice figures of docs/lattice.md (scripts/lattice_figures.py draws them from the JSON reports) ------
+
+
+def _value_error(pair) -> tuple[float, float]:
+    """A ``(value, error)`` pair as floats; ``None`` (JSON's null) or a missing error as NaN."""
+    if pair is None:
+        return math.nan, math.nan
+    value, error = pair
+    return (math.nan if value is None else float(value)), (math.nan if error is None else float(error))
+
+
+def phase_diagram_picture(points, title: str | None = None) -> Image.Image:
+    """``chi`` (log scale, left) and ``<|M|>/V`` (right) against ``kappa``: the flow (reweighted, error bars,
+    ESS/N written small beside each point) and Metropolis. ``points``: dicts with ``kappa``, ``chi_flow``,
+    ``absm_flow``, ``chi_mc``, ``absm_mc`` (each ``(value, error)`` or ``None`` where not measured) and
+    ``ess`` (ESS/N of the flow, or ``None``)."""
+    points = sorted(points, key=lambda p: p["kappa"])
+    fig = Figure(figsize=(10, 4), dpi=100)
+    ax_chi, ax_m = fig.subplots(1, 2)
+    for ax, key in ((ax_chi, "chi"), (ax_m, "absm")):
+        for source, style in (("mc", dict(fmt="s--", color="black", mfc="none", label="Metropolis")),
+                              ("flow", dict(fmt="o-", color="tab:blue", label="flow, reweighted"))):
+            kept = [(p["kappa"], *_value_error(p.get(f"{key}_{source}"))) for p in points]
+            kept = [row for row in kept if math.isfinite(row[1])]
+            if kept:
+                k, v, e = (np.array(c) for c in zip(*kept))
+                ax.errorbar(k, v, yerr=np.nan_to_num(e), ms=4, capsize=2, lw=1, **style)
+        if key == "chi":  # ESS/N beside the flow's chi: where the reweighting can be trusted
+            for p in points:
+                v, _ = _value_error(p.get("chi_flow"))
+                if p.get("ess") is not None and math.isfinite(v):
+                    ax.annotate(f"{p['ess']:.2g}", (p["kappa"], v), xytext=(4, -10), textcoords="offset points",
+                                fontsize=7, color="tab:blue")
+    ax_chi.set_yscale("log")
+    ax_chi.set(xlabel="kappa", ylabel="chi = <|M|^2>/V")
+    ax_chi.set_title("ESS/N beside each flow point", fontsize=8)
+    ax_m.set(xlabel="kappa", ylabel="<|M|>/V")
+    ax_chi.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _to_pil(fig)
+
+
+def two_point_picture(flow_g, mc_g, size: int, title: str | None = None) -> Image.Image:
+    """``G(r)``, ``r = 0 .. L/2``, of the flow (reweighted) against Metropolis, log scale (non-positive values
+    are left out), and below it the pull ``(flow - MC) / sigma`` with ``sigma`` the two errors in quadrature.
+    ``flow_g``, ``mc_g``: ``(values, errors)``, each a sequence of at least ``L/2 + 1``."""
+    n = size // 2 + 1
+    (fv, fe), (mv, me) = ((np.asarray(v, float)[:n], np.asarray(e, float)[:n]) for v, e in (flow_g, mc_g))
+    r = np.arange(n)
+    fig = Figure(figsize=(6, 5.5), dpi=100)
+    ax, ax_pull = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    for v, e, style in ((mv, me, dict(fmt="s--", color="black", mfc="none", label="Metropolis")),
+                        (fv, fe, dict(fmt="o", color="tab:blue", label="flow, reweighted"))):
+        shown = v > 0
+        lower = np.minimum(e[shown], 0.999 * v[shown])  # a log axis has no room below zero
+        ax.errorbar(r[shown], v[shown], yerr=[lower, e[shown]], ms=4, capsize=2, lw=1, **style)
+    ax.set_yscale("log")
+    positive = np.concatenate([fv[fv > 0], mv[mv > 0]])
+    if positive.size:  # error bars reaching zero would stretch the axis over decades: cut them at the data
+        ax.set_ylim(bottom=0.3 * positive.min())
+    ax.set(ylabel="G(r)")
+    ax.legend(fontsize=8)
+    pull = (fv - mv) / np.hypot(fe, me)
+    ax_pull.axhspan(-1, 1, color="0.9")
+    ax_pull.axhline(0, color="gray", lw=0.8)
+    ax_pull.plot(r, pull, "o", color="tab:blue", ms=4)
+    ax_pull.set(xlabel="r (lattice units, along an axis)", ylabel="pull (sigma)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _to_pil(fig)
+
+
+def fit_bulk_distance(distance, correlation, floor: float) -> dict:
+    """The bulk distance read off the latent correlations: ``C ~ exp(-(D - d0) / xi)``, fitted as the least-squares
+    line ``D = d0 - xi ln C`` through the pairs ``(D, C)`` with ``C > 2 floor`` (above the noise). Returns
+    ``d0``, ``xi``, ``rms`` (the residual ``D - (d0 - xi ln C)``, root mean square over the pairs used) and ``used``
+    (a boolean array); ``d0``, ``xi``, ``rms`` are NaN with fewer than two distinct distances above the floor."""
+    d, c = np.asarray(distance, float), np.asarray(correlation, float)
+    used = np.isfinite(c) & (c > 2 * floor)
+    if len(np.unique(d[used])) < 2:
+        return {"d0": math.nan, "xi": math.nan, "rms": math.nan, "used": used}
+    design = np.stack([np.ones(used.sum()), -np.log(c[used])], axis=1)
+    (d0, xi), *_ = np.linalg.lstsq(design, d[used], rcond=None)
+    residual = d[used] - design @ np.array([d0, xi])
+    return {"d0": float(d0), "xi": float(xi), "rms": float(np.sqrt(np.mean(residual**2))), "used": used}
+
+
+def bulk_geometry_picture(curves, title: str | None = None) -> Image.Image:
+    """Is the tree distance the bulk distance the correlations see? Left: the distance ``d = d0 - xi ln C`` fitted
+    (:func:`fit_bulk_distance`) against the tree distance ``D``, with ``d = D``; right: ``ln C`` against ``D`` with the
+    fitted line. ``curves``: label -> ``(tree distances, mean latent correlations, noise floor)``. Pairs at or below
+    twice the floor are drawn hollow and left out of the fit."""
+    fig = Figure(figsize=(10, 4.2), dpi=100)
+    ax_d, ax_c = fig.subplots(1, 2)
+    top = 0.0
+    for k, (label, (distance, correlation, floor)) in enumerate(curves.items()):
+        colour = f"C{k}"
+        d, c = np.asarray(distance, float), np.asarray(correlation, float)
+        fit = fit_bulk_distance(d, c, floor)
+        used, positive = fit["used"], c > 0
+        top = max(top, float(d.max(initial=0)))
+        ax_c.plot(d[used], np.log(c[used]), "o", color=colour, ms=4, label=str(label))
+        ax_c.plot(d[positive & ~used], np.log(c[positive & ~used]), "o", color=colour, mfc="none", ms=4)
+        ax_c.axhline(math.log(2 * floor), color=colour, ls=":", lw=0.8)
+        if math.isfinite(fit["xi"]):
+            ax_d.plot(d[used], fit["d0"] - fit["xi"] * np.log(c[used]), "o", color=colour, ms=4,
+                      label=f"{label}: d0 = {fit['d0']:.2f}, xi = {fit['xi']:.2f}, rms {fit['rms']:.2f}")
+            line = np.linspace(d[used].min(), d[used].max(), 2)
+            ax_c.plot(line, (fit["d0"] - line) / fit["xi"], "-", color=colour, lw=1)
+        else:
+            ax_d.plot([], [], "o", color=colour, label=f"{label}: fewer than 2 distances above 2x floor")
+    ax_d.plot([0, top], [0, top], color="gray", lw=1, ls="--", label="d = D")
+    ax_d.set(xlabel="tree distance D", ylabel="bulk distance d = d0 - xi ln C")
+    ax_c.set(xlabel="tree distance D", ylabel="ln C (mean latent correlation)")
+    ax_c.set_title("dotted: 2x noise floor; hollow: left out of the fit", fontsize=8)
+    ax_d.legend(fontsize=7)
+    ax_c.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _to_pil(fig)
+
+
+HMC_TAUS = (("tau |M|^2/V", "|M|^2"), ("tau phi2", "phi^2"))  # bulk-entry key, label
+
+
+def hmc_tau_picture(rows, title: str | None = None) -> Image.Image:
+    """HMC in latent space against field space: the autocorrelation time ``tau`` of ``|M|^2/V`` and ``phi^2`` in
+    trajectories (left) and in seconds, ``tau`` times the seconds per trajectory (right), grouped by ``label``.
+    ``rows``: dicts with ``label`` and ``latent``, ``field``, each a bulk entry of ``lattice_report.json``
+    (``tau |M|^2/V``, ``tau phi2`` as ``(value, error)``, ``seconds_per_trajectory``)."""
+    fig = Figure(figsize=(10, 4), dpi=100)
+    ax_traj, ax_sec = fig.subplots(1, 2)
+    bars = [(space, key, name) for key, name in HMC_TAUS for space in ("latent", "field")]
+    width = 0.8 / len(bars)
+    x = np.arange(len(rows))
+    for b, (space, key, name) in enumerate(bars):
+        colour = "tab:blue" if space == "latent" else "tab:orange"
+        hatch = "" if key == HMC_TAUS[0][0] else "//"
+        tau = np.array([_value_error(row[space][key]) for row in rows])
+        seconds = np.array([float(row[space].get("seconds_per_trajectory") or math.nan) for row in rows])
+        where = x + (b - (len(bars) - 1) / 2) * width
+        for ax, scale in ((ax_traj, 1.0), (ax_sec, seconds)):
+            ax.bar(where, tau[:, 0] * scale, width, yerr=np.nan_to_num(tau[:, 1] * scale), capsize=2, color=colour,
+                   hatch=hatch, edgecolor="white", label=f"{space}: {name}")
+    for ax, unit in ((ax_traj, "trajectories"), (ax_sec, "seconds")):
+        ax.set_xticks(x, [str(row["label"]) for row in rows])
+        ax.set(ylabel=f"tau ({unit})")
+    ax_traj.legend(fontsize=8)
+    ax_sec.set_title("tau x seconds per trajectory", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _to_pil(fig)
