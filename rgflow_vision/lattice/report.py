@@ -25,7 +25,7 @@ from .estimators import (
     reweight,
 )
 from .module import LatticeFlowModule
-from .observables import phi2, susceptibility, two_point_axis
+from .observables import magnetization, phi2, susceptibility, two_point_axis
 from .reference import Reference, lookup
 
 
@@ -85,6 +85,7 @@ class LatticeReport:
             "chi_imh": value("chi (IMH chain)"), "chi_imh_err": error("chi (IMH chain)"),
             "acceptance": value("IMH acceptance"), "tau_imh": value("tau |M|^2 (IMH)"),
             "phi2": value("<phi^2> (reweighted)"), "phi2_err": error("<phi^2> (reweighted)"),
+            "absm": value("<|M|>/V (reweighted)"), "absm_err": error("<|M|>/V (reweighted)"),
             "two_point": [r.flow[0] for r in g], "two_point_err": [r.flow[1] for r in g],
             "reference": None if ref is None else {
                 "source": ref.source, "exact": ref.exact, "log_z": ref.log_z, "chi": ref.chi, "phi2": ref.phi2,
@@ -180,6 +181,7 @@ def lattice_report(module: LatticeFlowModule, n: int, seed: int = 0, show_progre
     chi_imh, tau = chain_estimate(chi_chain)
     chi_rw = reweight(chi, log_w)
     phi2_rw = reweight(phi2(x), log_w)
+    absm_rw = reweight(magnetization(x).norm(dim=1) / (module.size * module.size), log_w)  # the order parameter
     g_rw = reweight(two_point_axis(x)[:, : module.size // 2 + 1], log_w)
 
     ref_log_z = ref.log_z if ref else None
@@ -192,6 +194,7 @@ def lattice_report(module: LatticeFlowModule, n: int, seed: int = 0, show_progre
         Row("chi (reweighted)", (chi_rw[0].item(), chi_rw[1].item()), ref.chi if ref else None),
         Row("chi (IMH chain)", chi_imh, ref.chi if ref else None),
         Row("<phi^2> (reweighted)", (phi2_rw[0].item(), phi2_rw[1].item()), ref.phi2 if ref else None),
+        Row("<|M|>/V (reweighted)", (absm_rw[0].item(), absm_rw[1].item())),
     ]
     for r in range(module.size // 2 + 1):
         known = ref.two_point[r] if ref and ref.two_point and r < len(ref.two_point) else None
