@@ -376,3 +376,18 @@ def test_the_hierarchy_analyses_run_on_an_ode_model():
     mask[2:4, 2:4] = True
     result = analysis.inpaint(model, x[:1], mask, steps=2)
     assert result.restored.shape == (1, 1, 8, 8) and 0 < result.latents_updated <= 64
+
+
+@pytest.mark.parametrize("symmetry, channels", [("o2", 2), ("z2", 1), (None, 1)])
+def test_the_dense_circulant_and_the_fft_apply_the_same_periodic_convolution(symmetry, channels):
+    """A small torus runs the periodic kernel as a dense matrix (faster there), a large one by FFT: the
+    same velocity, divergence and Lipschitz scaling to rounding."""
+    fft = randomised(FeatureVelocity(channels, 8, symmetry, features=3, time_basis=3, kernel="periodic",
+                                     lipschitz=2.0, dense=False), scale=1.0)
+    dense = randomised(FeatureVelocity(channels, 8, symmetry, features=3, time_basis=3, kernel="periodic",
+                                       lipschitz=2.0, dense=True), scale=1.0)
+    assert fft.dense is False and dense.dense is True
+    x = torch.randn(5, channels * 64, dtype=torch.float64)
+    (v_fft, div_fft), (v_dense, div_dense) = fft(x, 0.3), dense(x, 0.3)
+    assert v_fft.abs().max() > 0.1 and div_fft.abs().min() > 0.1
+    assert torch.allclose(v_fft, v_dense, atol=1e-12, rtol=0) and torch.allclose(div_fft, div_dense, atol=1e-12, rtol=0)

@@ -42,6 +42,9 @@ from torch import nn
 from .coupling import StoredBackward
 
 
+DENSE_MAX = 8  # periodic kernels on tori up to this size run as a dense matmul, larger ones by FFT
+
+
 def _dihedral(i: torch.Tensor, j: torch.Tensor, size: int, periodic: bool):
     """The 8 images of coordinates ``(i, j)`` under D4: of the ``size x size`` block about its centre,
     or (``periodic``) of displacements on the ``size x size`` torus."""
@@ -80,12 +83,13 @@ class FeatureVelocity(nn.Module):
     """``v(x, t)`` and its exact divergence for ``(N, C*K*K)`` block vectors (channel-major).
 
     ``features`` frequencies ``omega_f``; ``time_basis`` Legendre polynomials in ``t`` per weight; ``kernel``
-    ``"block"`` (dense D4-tied mixing) or ``"periodic"`` (D4-tied convolution on the torus, by FFT).
+    ``"block"`` (dense D4-tied mixing) or ``"periodic"`` (D4-tied convolution on the torus, by FFT; or, with
+    ``dense`` (default: ``block_size <= DENSE_MAX``), as the equal dense circulant matrix).
     The weights start at zero: the flow starts as the identity.
     """
 
     def __init__(self, channels: int, block_size: int, symmetry: str | None = None, features: int = 8,
-                 time_basis: int = 4, kernel: str = "block", lipschitz: float = math.inf):
+                 time_basis: int = 4, kernel: str = "block", lipschitz: float = math.inf, dense: bool | None = None):
         super().__init__()
         self.lipschitz = lipschitz
         if symmetry not in (None, "z2", "o2"):
@@ -104,6 +108,13 @@ class FeatureVelocity(nn.Module):
         self.omega = nn.Parameter(torch.linspace(0.5, 3.0, features))
         orbit, count = block_pair_orbits(block_size) if kernel == "block" else displacement_orbits(block_size)
         self.register_buffer("orbit", orbit, persistent=False)
+        # A small torus applies its convolution as one dense circulant matmul: at L = 8 that is ~3x faster per
+        # training step than the FFT (whose small transforms and complex products are mostly overhead here).
+        self.dense = kernel == "block" or (dense if dense is not None else block_size <= DENSE_MAX)
+        if kernel == "periodic" and self.dense:  # the orbit of every pair (x, y): that of the displacement x - y
+            i, j = torch.arange(block_size).repeat_interleave(block_size), torch.arange(block_size).repeat(block_size)
+            self.register_buffer("pair_orbit", orbit[(i[:, None] - i) % block_size, (j[:, None] - j) % block_size],
+                                 persistent=False)
         c = self.mixed
         self.weight = nn.Parameter(torch.zeros(time_basis, count, self.num_features, c, c))  # (b, orbit, f, out, in)
         self.bias = nn.Parameter(torch.zeros(time_basis, channels, 1)) if symmetry is None else None
@@ -119,23 +130,25 @@ class FeatureVelocity(nn.Module):
         return torch.tensor(values[: self.weight.shape[0]], dtype=dtype, device=self.weight.device)
 
     def operators(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """The mixing per time-basis function, built once per block call: ``block``: matrices
-        ``(B, F*C*S, C*S)`` (rows: feature, input channel, site y; columns: output channel, site x);
-        ``periodic``: the kernels' spectra ``(B, F, C_out, C_in, K, K//2+1)``. And the weights of the
-        on-site terms, ``W_{xx,f,cc}``: ``(B, F, C, S)`` (``block``) or ``(B, F, C)`` (``periodic``)."""
+        """The mixing per time-basis function, built once per block call: dense (``block``, or a small
+        ``periodic`` torus): matrices ``(B, F*C*S, C*S)`` (rows: feature, input channel, site y; columns: output
+        channel, site x); ``periodic`` by FFT: the kernels' spectra ``(B, F, C_out, C_in, K, K//2+1)``. And the
+        weights of the on-site terms, ``W_{xx,f,cc}``: ``(B, F, C, S)`` (dense) or ``(B, F, C)`` (FFT)."""
         w = self.weight.to(dtype)  # (B, orbits, F, out, in)
         b, f, c, k = w.shape[0], w.shape[2], self.mixed, self.size
-        if self.kernel == "block":
-            m = w[:, self.orbit]  # (B, S_x, S_y, F, out, in)
+        if self.kernel == "periodic":
+            kernel = w[:, self.orbit.view(-1)].view(b, k, k, f, c, c).permute(0, 3, 4, 5, 1, 2)
+            spectra = torch.fft.rfft2(kernel)
+            # A convolution's norm is max_k |K(k)| (Frobenius over the channels: an upper bound).
+            squares = torch.view_as_real(spectra).square().sum((2, 3, -1)).flatten(2).amax(-1)
+        if self.dense:
+            m = w[:, self.orbit if self.kernel == "block" else self.pair_orbit]  # (B, S_x, S_y, F, out, in)
             mixing = m.permute(0, 3, 5, 2, 4, 1).reshape(b, f * c * k * k, c * k * k)
             diagonal = m.diagonal(dim1=1, dim2=2).diagonal(dim1=2, dim2=3).transpose(-1, -2)
-            squares = mixing.view(b, f, -1).square().sum(-1)  # Frobenius^2: >= the spectral norm^2
+            if self.kernel == "block":
+                squares = mixing.view(b, f, -1).square().sum(-1)  # Frobenius^2: >= the spectral norm^2
         else:
-            kernel = w[:, self.orbit.view(-1)].view(b, k, k, f, c, c).permute(0, 3, 4, 5, 1, 2)
-            mixing = torch.fft.rfft2(kernel)
-            diagonal = w[:, self.orbit[0, 0]].diagonal(dim1=2, dim2=3)  # the zero displacement
-            # A convolution's norm is max_k |K(k)| (Frobenius over the channels: an upper bound).
-            squares = torch.view_as_real(mixing).square().sum((2, 3, -1)).flatten(2).amax(-1)
+            mixing, diagonal = spectra, w[:, self.orbit[0, 0]].diagonal(dim1=2, dim2=3)  # the zero displacement
         norms = squares.clamp(min=1e-30).sqrt()  # zero weights (the initial identity) get zero gradients, not NaN
         if math.isfinite(self.lipschitz):  # Lip(v) <= sum_(b,f) |K_f'|_max ||W_(b,f)|| (|P_b| <= 1)
             slope = torch.cat([norms.new_ones(1), self.feature_slopes(dtype)])
@@ -176,7 +189,7 @@ class FeatureVelocity(nn.Module):
         diagonal = torch.tensordot(basis, diagonal, dims=1)  # (F, C[, S])
         x = x.view(n, a, c, s)
         feats, trace = self.features(x)
-        if self.kernel == "block":  # the linear term (rows 0 .. C*S) apart: no concatenation
+        if self.dense:  # the linear term (rows 0 .. C*S) apart: no concatenation
             linear = c * s
             v = torch.addmm(x.reshape(n * a, linear) @ mixing[:linear], feats.reshape(n * a, -1), mixing[linear:])
             div = trace.reshape(n, -1) @ diagonal[1:].reshape(-1) + a * diagonal[0].sum()
