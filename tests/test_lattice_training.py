@@ -194,15 +194,17 @@ def test_lattice_app_prints_observables_next_to_the_exact_values(lattice_run, tm
     for exact in ("-14.217202 (exact)", "2.000000 (exact)", "0.317593 (exact)", "0.014841 (exact)"):
         assert exact in out, exact
     for name in ("ln Z (bound)", "ln Z (estimate)", "ESS / N", "IMH acceptance", "tau |M|^2 (IMH)",
-                 "chi (reweighted)", "chi (IMH chain)", "<phi^2> (reweighted)", "G(4) (reweighted)"):
+                 "chi (reweighted)", "chi (IMH chain)", "<phi^2> (reweighted)", "<|M|>/V (reweighted)",
+                 "G(4) (reweighted)"):
         assert name in out, name
     assert report.row("ln Z (bound)").flow[0] <= EXACT_LOG_Z + 1.0
     written = json.loads((tmp_path / "run" / "lattice_report.json").read_text())
     keys = {"action", "size", "levels", "block_size", "n", "ess", "log_z", "log_z_err", "chi", "chi_err", "chi_imh",
-            "chi_imh_err", "acceptance", "tau_imh", "reference", "checkpoint"}
+            "chi_imh_err", "acceptance", "tau_imh", "absm", "absm_err", "reference", "checkpoint"}
     assert keys <= set(written), keys - set(written)
     assert (written["size"], written["levels"], written["block_size"], written["n"]) == (8, 2, 4, 512)
     assert written["log_z"] == pytest.approx(report.row("ln Z (estimate)").flow[0])
+    assert 0 < written["absm"] ** 2 <= written["chi"] / 64 * (1 + 1e-9)  # <|M|>^2 <= <|M|^2> (same weights), V = 64
     assert written["reference"]["exact"] and written["reference"]["log_z"][0] == pytest.approx(EXACT_LOG_Z, abs=1e-5)
 
 
