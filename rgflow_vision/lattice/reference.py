@@ -62,12 +62,48 @@ MONTE_CARLO = {
         phi2=(0.82733, 0.00008),
         notes=["from one code only; the same code gives 1.8488(15) at L = 8, against lattice.md's 1.8481(24)"],
     ),
-    ("complex_phi4", (0.6, 1.145), 16): Reference(
-        source="this repository's scripts/lattice_mc.py (2 x 256 chains x 3000 sweeps, docs/lattice/mc_critical16.txt)",
-        chi=(250.32, 0.40),
-        phi2=(1.4760, 0.0003),
-        notes=["from one code only: tau_int(|M|^2) = 58-85 sweeps"],
+    ("complex_phi4", (0.3, 1.145), 16): Reference(
+        source="this repository's scripts/lattice_mc.py (2 x 256 chains x (1000 + 2000) sweeps, "
+               "docs/lattice/mc_k0.3_L16.json)",
+        chi=(3.920, 0.019),
+        phi2=(0.88443, 0.00013),
+        two_point=[(0.88443, 0.00013), (0.25113, 0.00028), (0.07907, 0.00017), (0.02685, 0.00013), (0.00958, 0.00012), (0.00351, 0.00012), (0.00136, 0.00013), (0.00047, 0.00015), (0.00021, 0.00017)],
+        notes=["from one code only: tau_int(|M|^2) = 12-12 sweeps, thermalisation 82-84 tau"],
     ),
+    ("complex_phi4", (0.4, 1.145), 16): Reference(
+        source="this repository's scripts/lattice_mc.py (2 x 256 chains x (2500 + 3000) sweeps, "
+               "docs/lattice/mc_k0.4_L16.json)",
+        chi=(17.42, 0.15),
+        phi2=(1.00224, 0.00034),
+        two_point=[(1.00224, 0.00034), (0.45197, 0.00051), (0.24090, 0.00050), (0.14155, 0.00063), (0.08855, 0.00074), (0.05856, 0.00077), (0.04146, 0.00065), (0.03258, 0.00068), (0.02980, 0.00070)],
+        notes=["from one code only: tau_int(|M|^2) = 60-61 sweeps, thermalisation 41-42 tau"],
+    ),
+    ("complex_phi4", (0.5, 1.145), 16): Reference(
+        source="this repository's scripts/lattice_mc.py (2 x 256 chains x (2500 + 3000) sweeps, "
+               "docs/lattice/mc_k0.5_L16.json)",
+        chi=(154.17, 0.33),
+        phi2=(1.25386, 0.00024),
+        two_point=[(1.25386, 0.00024), (0.87349, 0.00046), (0.73495, 0.00072), (0.66667, 0.00085), (0.6266, 0.0010), (0.6013, 0.0012), (0.5854, 0.0013), (0.5766, 0.0014), (0.5738, 0.0014)],
+        notes=["from one code only: tau_int(|M|^2) = 75-82 sweeps, thermalisation 30-34 tau"],
+    ),
+    ("complex_phi4", (0.6, 1.145), 16): Reference(
+        source="this repository's scripts/lattice_mc.py (2 x 256 chains x (2500 + 3000) sweeps, "
+               "docs/lattice/mc_k0.6_L16.json)",
+        chi=(250.78, 0.23),
+        phi2=(1.47603, 0.00013),
+        two_point=[(1.47603, 0.00013), (1.18555, 0.00021), (1.08318, 0.00033), (1.03171, 0.00048), (1.00057, 0.00063), (0.98032, 0.00077), (0.96736, 0.00089), (0.96005, 0.00097), (0.95759, 0.00100)],
+        notes=["from one code only: tau_int(|M|^2) = 50-86 sweeps, thermalisation 29-50 tau",
+               "the earlier 250.32(40), thermalised 1000 sweeps (12-17 tau), agrees at 1.0 sigma"],
+    ),
+    ("complex_phi4", (0.7, 1.145), 16): Reference(
+        source="this repository's scripts/lattice_mc.py (2 x 256 chains x (2500 + 3000) sweeps, "
+               "docs/lattice/mc_k0.7_L16.json)",
+        chi=(318.3, 1.6),
+        phi2=(1.67406, 0.00029),
+        two_point=[(1.67406, 0.00029), (1.43233, 0.00062), (1.3452, 0.0013), (1.2990, 0.0023), (1.2692, 0.0035), (1.2488, 0.0046), (1.2352, 0.0055), (1.2274, 0.0061), (1.2248, 0.0063)],
+        notes=["from one code only: tau_int(|M|^2) = 43-47 sweeps, thermalisation 54-58 tau"],
+    ),
+
     ("complex_phi4", (0.6, 1.145), 32): Reference(
         source="this repository's scripts/lattice_mc.py (2 x 128 chains x (10000 + 8000) sweeps, "
                "docs/lattice/mc_critical32.txt)",
