@@ -425,7 +425,8 @@ def hmc_tau_picture(rows, title: str | None = None) -> Image.Image:
         ax.set_xticks(x, [str(row["label"]) for row in rows])
         ax.set(ylabel=f"tau ({unit})")
     ax_traj.legend(fontsize=8)
-    ax_sec.set_title("tau x seconds per trajectory", fontsize=8)
+    ax_sec.set_yscale("log")  # a latent trajectory pays for the flow: the two spaces differ by orders of magnitude
+    ax_sec.set_title("tau x seconds per trajectory (log scale)", fontsize=8)
     if title:
         fig.suptitle(title)
     return _to_pil(fig)
