@@ -279,6 +279,11 @@ def bulk_correlation_picture(results, title: str | None = None) -> Image.Image:
 # -- the lattice figures of docs/lattice.md (scripts/lattice_figures.py draws them from the JSON reports) ------
 
 
+# Metropolis and the reweighted flow look the same in every lattice figure
+MC_STYLE = dict(fmt="s--", color="black", mfc="none", label="Metropolis")
+FLOW_LABEL = "flow, reweighted"
+
+
 def _value_error(pair) -> tuple[float, float]:
     """A ``(value, error)`` pair as floats; ``None`` (JSON's null) or a missing error as NaN."""
     if pair is None:
@@ -296,8 +301,8 @@ def phase_diagram_picture(points, title: str | None = None) -> Image.Image:
     fig = Figure(figsize=(10, 4), dpi=100)
     ax_chi, ax_m = fig.subplots(1, 2)
     for ax, key in ((ax_chi, "chi"), (ax_m, "absm")):
-        for source, style in (("mc", dict(fmt="s--", color="black", mfc="none", label="Metropolis")),
-                              ("flow", dict(fmt="o-", color="tab:blue", label="flow, reweighted"))):
+        for source, style in (("mc", MC_STYLE),
+                              ("flow", dict(fmt="o-", color="tab:blue", label=FLOW_LABEL))):
             kept = [(p["kappa"], *_value_error(p.get(f"{key}_{source}"))) for p in points]
             kept = [row for row in kept if math.isfinite(row[1])]
             if kept:
@@ -328,8 +333,8 @@ def two_point_picture(flow_g, mc_g, size: int, title: str | None = None) -> Imag
     r = np.arange(n)
     fig = Figure(figsize=(6, 5.5), dpi=100)
     ax, ax_pull = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    for v, e, style in ((mv, me, dict(fmt="s--", color="black", mfc="none", label="Metropolis")),
-                        (fv, fe, dict(fmt="o", color="tab:blue", label="flow, reweighted"))):
+    for v, e, style in ((mv, me, MC_STYLE),
+                        (fv, fe, dict(fmt="o", color="tab:blue", label=FLOW_LABEL))):
         shown = v > 0
         lower = np.minimum(e[shown], 0.999 * v[shown])  # a log axis has no room below zero
         ax.errorbar(r[shown], v[shown], yerr=[lower, e[shown]], ms=4, capsize=2, lw=1, **style)
