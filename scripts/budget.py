@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -47,7 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def budget_config(seconds: int, overrides: list[str]) -> DictConfig:
     """conf/train.yaml with the user's overrides, bounded by ``seconds`` and stripped of what is not measured."""
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{os.getpid()}"  # runs started side by side get their own folders
     # Outside @hydra.main there is no Hydra run folder: the paths train.py would get are given here.
     defaults = [f"paths.output_dir={Path.cwd() / 'outputs' / 'budget' / stamp}",
                 f"paths.data_dir={Path.cwd() / 'data'}"]

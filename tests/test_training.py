@@ -144,6 +144,15 @@ def test_evaluate_reproduces_the_test_bpd_of_training(trained_run):
     assert train_app.evaluate(cfg) == pytest.approx(results["test/bpd"], abs=1e-6)
 
 
+def test_model_small_shares_one_conditioner_and_checkpoints_written_with_separate_ones_stay_separate(tmp_path):
+    assert compose_cfg(tmp_path).model.conditioner == "shared"  # the faster learner per hour (docs/speed.md)
+    results = train_app.train(compose_cfg(tmp_path, *TINY_MODEL, *QUICK, "model.conditioner=separate", "logger=none"))
+    module, _ = load_module(results["last_ckpt"])
+    assert module.hparams.architecture["conditioner"] == "separate"
+    cfg = compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "trainer.enable_progress_bar=false", config="evaluate")
+    assert train_app.evaluate(cfg) == pytest.approx(results["test/bpd"], abs=1e-6)
+
+
 @pytest.mark.parametrize("reversible", [False, True])
 def test_bf16_mixed_training_runs_on_the_cpu_and_its_checkpoint_evaluates_and_samples(tmp_path, reversible):
     """The GPU's precision path, run where CI can: finite loss, a checkpoint that evaluates, samples that decode."""
