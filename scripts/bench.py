@@ -24,6 +24,12 @@ and dtype. After each timed step, those products alone are replayed back to back
 that does these products can take here. ``step / limit`` is taken step by step, so that both sides of
 each ratio saw the same load on a shared machine.
 
+``--reference PATH`` measures the reference implementation (hongyehu/RG-Flow; PATH is its checkout or its
+``code/`` folder, imported from there, never copied) the same way: the model its ``main.py`` builds from its
+default arguments (CelebA 32x32x3, the paper configuration, gradient checkpointing as it ships), and the step
+of its training loop (logit transform, ``log_prob``, backward, clipping at 1, its AdamW) on random 8-bit
+images; ``--set KEY=VALUE`` are then arguments of its own parser (``--set nhidden=64 nlayers=1,1,1,1``).
+
 glibc's malloc fragments badly under this allocation pattern (the README's "Speed and memory"
 has the numbers). The runs preload tcmalloc when it is installed (Debian: ``apt-get install
 libtcmalloc-minimal4``); ``--allocator system`` turns that off.
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
 import json
 import os
 import resource
@@ -40,10 +47,12 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
@@ -72,6 +81,35 @@ def architecture(name: str, mode: str, overrides: list[str] = ()) -> dict:
     if arch.pop("flow", "rgflow") != "rgflow":  # lattice configs name their flow; the bench builds RGFlowModel
         raise SystemExit(f"bench.py measures RGFlow models; conf/model/{name}.yaml names another flow")
     return arch
+
+
+def reference(path: str, argv: list[str] = ()) -> tuple[torch.nn.Module, torch.optim.Optimizer, callable, dict]:
+    """The reference's flow, optimizer and per-image loss as its ``main.py`` sets them up, from its own code at
+    ``path``, with ``argv`` given to its own parser (empty: its defaults, the paper configuration)."""
+    code = Path(path) / "code" if (Path(path) / "code" / "main.py").exists() else Path(path)
+    if not (code / "main.py").exists():
+        raise SystemExit(f"--reference: no main.py in {path} or {path}/code")
+    sys.path.insert(0, str(code))
+    if importlib.util.find_spec("h5py") is None:  # imported by its data loaders only, which the bench does not use
+        sys.modules["h5py"] = types.ModuleType("h5py")
+    saved_argv, sys.argv = sys.argv, [str(code / "main.py"), *argv]  # its args.py parses sys.argv on import
+    try:
+        import main as ref_main
+        from args import args
+    finally:
+        sys.argv = saved_argv
+    if args.clip_grad != 1:
+        raise SystemExit("--reference: train_step clips gradients at 1, main.py's default clip_grad")
+    flow = ref_main.build_mera().train(True)
+    params = [p for p in flow.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        """main.py's loss; x / 255 is what its DataLoader hands it. Its NaN check and logging are left out."""
+        y, ldj_logit = ref_main.utils.logit_transform(x / 255)
+        return -(flow.log_prob(y) + ldj_logit) / (args.nchannels * args.L**2)
+
+    return flow, opt, loss, vars(args)
 
 
 def train_step(model: RGFlowModel, opt: torch.optim.Optimizer, x: torch.Tensor, bf16: bool, loss_fn=None) -> float:
@@ -113,21 +151,42 @@ def cast_counts(model: RGFlowModel, x: torch.Tensor) -> dict:
     return counts
 
 
+class ModuleCalls:
+    """How deep in ``nn.Module`` calls the code runs now. In a backward, module calls are the rebuilt
+    activations (gradient checkpointing, the reversible backward): the gradient kernels run outside them."""
+
+    def __init__(self):
+        self.depth = 0
+
+    def __enter__(self):
+        self.hooks = [register_module_forward_pre_hook(lambda *_: setattr(self, "depth", self.depth + 1)),
+                      register_module_forward_hook(lambda *_: setattr(self, "depth", self.depth - 1),
+                                                   always_call=True)]  # also when a recomputation stops early
+        return self
+
+    def __exit__(self, *args):
+        for hook in self.hooks:
+            hook.remove()
+
+
 class MatrixProducts(TorchDispatchMode):
     """Records every ``mm``/``addmm`` that runs under it: ``(op, a's shape, b's shape, a transposed,
-    b transposed, dtype) -> count``."""
+    b transposed, dtype) -> count``; those run inside a module call of ``inside`` also in ``recomputed``."""
 
     OPS = {torch.ops.aten.mm.default: "mm", torch.ops.aten.addmm.default: "addmm"}
 
-    def __init__(self):
+    def __init__(self, inside: ModuleCalls | None = None):
         super().__init__()
-        self.calls = collections.Counter()
+        self.calls, self.recomputed, self.inside = collections.Counter(), collections.Counter(), inside
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func in self.OPS:
             a, b = args[-2:] if func is torch.ops.aten.addmm.default else args[:2]
-            self.calls[(self.OPS[func], tuple(a.shape), tuple(b.shape), _transposed(a), _transposed(b),
-                        str(a.dtype).removeprefix("torch."))] += 1
+            key = (self.OPS[func], tuple(a.shape), tuple(b.shape), _transposed(a), _transposed(b),
+                   str(a.dtype).removeprefix("torch."))
+            self.calls[key] += 1
+            if self.inside is not None and self.inside.depth > 0:
+                self.recomputed[key] += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -183,17 +242,23 @@ def flop_counter() -> FlopCounterMode:
     return counter
 
 
-def step_products(model: RGFlowModel, x: torch.Tensor, bf16: bool) -> tuple[dict, collections.Counter]:
-    """FLOPs of one training step (FlopCounterMode; forward and backward apart) and its matrix products
-    (:class:`MatrixProducts`)."""
+def product_flops(products: collections.Counter) -> int:
+    return sum(2 * a[0] * a[1] * b[1] * n for (_, a, b, *_), n in products.items())
+
+
+def step_products(model: torch.nn.Module, x: torch.Tensor, bf16: bool, loss_fn=None) -> tuple[dict, collections.Counter]:
+    """FLOPs of one training step (FlopCounterMode; forward and backward apart, and of the backward the
+    recomputation, counted as the matrix products inside module calls) and its matrix products
+    (:class:`MatrixProducts`); ``loss_fn`` replaces ``model.bpd`` as in :func:`train_step`."""
     flops, products = {}, collections.Counter()
     with flop_counter() as counter, MatrixProducts() as recorder:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = model.bpd(x).mean()
+            loss = (loss_fn or model.bpd)(x).mean()
     flops["forward"], products = counter.get_total_flops(), products + recorder.calls
-    with flop_counter() as counter, MatrixProducts() as recorder:
+    with flop_counter() as counter, ModuleCalls() as calls, MatrixProducts(calls) as recorder:
         loss.backward()
     flops["backward"], products = counter.get_total_flops(), products + recorder.calls
+    flops["recomputation"] = product_flops(recorder.recomputed)
     model.zero_grad(set_to_none=True)
     return flops, products
 
@@ -244,23 +309,29 @@ def square_gemm_rates(size: tuple[int, int, int] = (4096, 512, 512)) -> dict:
 
 
 def measure(model_name: str, size: int, channels: int, batch: int, mode: str, steps: int, sample_batch: int,
-            overrides: list[str] = (), limit: bool = False) -> dict:
+            overrides: list[str] = (), limit: bool = False, reference_path: str | None = None) -> dict:
     torch.manual_seed(0)
-    model = RGFlowModel.build(channels, size, **architecture(model_name, mode, overrides))
-    model.train()
+    if reference_path:  # its --set items are arguments of its own parser
+        argv = [arg for key, value in (kv.split("=", 1) for kv in overrides) for arg in (f"--{key}", value)]
+        model, opt, loss_fn, ref_args = reference(reference_path, argv)
+        channels, size = ref_args["nchannels"], ref_args["L"]
+    else:
+        model = RGFlowModel.build(channels, size, **architecture(model_name, mode, overrides))
+        model.train()
+        opt, loss_fn = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True), None
     bf16 = "bf16" in mode
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     x = torch.randint(0, 256, (batch, channels, size, size))
     if limit:  # the step's FLOPs and products, then each step followed by a replay of its products
-        flops, products = step_products(model, x, bf16)
+        flops, products = step_products(model, x, bf16, loss_fn)
         replay = ProductReplay(products)
     times, replays = [], []
     for _ in range(steps + 1):
-        times.append(train_step(model, opt, x, bf16))
+        times.append(train_step(model, opt, x, bf16, loss_fn))
         if limit:
             replays.append(replay())
     result = {
-        "model": model_name,
+        "implementation": f"reference ({reference_path})" if reference_path else "ours",
+        "model": "main.py" if reference_path else model_name,
         "size": size,
         "channels": channels,
         "batch": batch,
@@ -274,8 +345,7 @@ def measure(model_name: str, size: int, channels: int, batch: int, mode: str, st
     if limit:
         totals = [sum(r.values()) for r in replays[1:]]
         best = replays[1 + totals.index(min(totals))]
-        result["limit"] = {"flops": flops, "recorded_product_flops": sum(2 * a[0] * a[1] * b[1] * n for (_, a, b, *_), n
-                                                                         in products.items()),
+        result["limit"] = {"flops": flops, "recorded_product_flops": product_flops(products),
                            "limit_s": statistics.median(totals), "limit_s_all": [round(t, 3) for t in totals],
                            "step_over_limit": [round(t / r, 3) for t, r in zip(times[1:], totals)],
                            "products": describe_products(products, best),
@@ -308,36 +378,47 @@ def main() -> None:
                         help="also count the step's FLOPs and time its matrix products alone (the step's limit)")
     parser.add_argument("--allocator", choices=["tcmalloc", "system"], default="tcmalloc")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="model keys over the yaml's, e.g. conditioner=shared hidden=256")
+                        help="model keys over the yaml's, e.g. conditioner=shared hidden=256 (with --reference: "
+                             "arguments of its args.py, e.g. nhidden=64)")
+    parser.add_argument("--reference", metavar="PATH",
+                        help="measure the reference (hongyehu/RG-Flow checkout or its code/ folder) instead of ours")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     mode = "+".join(sorted(args.mode))
     if args.one:
         print(json.dumps(measure(args.model, args.size, args.channels, args.batch, mode, args.steps, args.sample_batch,
-                                 args.set, args.limit)))
+                                 args.set, args.limit, args.reference)))
         return
 
-    runs = [(args.model, args.batch, mode)] if args.model and args.batch else DEFAULT_MATRIX
+    if args.reference:  # as it ships: float32, gradient checkpointing, its own architecture
+        if not args.batch or args.model or mode != "stored":
+            parser.error("--reference takes --batch, and neither --model nor --mode")
+        runs = [("main.py", args.batch, "checkpointed")]
+    else:
+        runs = [(args.model, args.batch, mode)] if args.model and args.batch else DEFAULT_MATRIX
     env = with_tcmalloc(dict(os.environ)) if args.allocator == "tcmalloc" else dict(os.environ)
     preload = env.get("LD_PRELOAD")
     print(f"torch {torch.__version__}, {describe_cpu(cpu_info())}, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, allocator {preload or 'system malloc'}, "
-          f"{args.channels}x{args.size}x{args.size} images" + (f", model keys {' '.join(args.set)}" if args.set else ""))
-    header = (f"{'model':>6} {'batch':>5} {'mode':>16} {'params':>12} {'step s':>8} {'(min)':>7} "
+          f"{args.channels}x{args.size}x{args.size} images" + (f", {'reference arguments' if args.reference else 'model keys'} "
+                                                               f"{' '.join(args.set)}" if args.set else ""))
+    header = (f"{'impl':>9} {'model':>7} {'batch':>5} {'mode':>16} {'params':>12} {'step s':>8} {'(min)':>7} "
               f"{'sample img/s':>13} {'peak GiB':>9}")
     print(header, flush=True)
     for model_name, batch, run_mode in runs:
-        cmd = [sys.executable, __file__, "--one", "--model", model_name, "--batch", str(batch),
+        impl = "reference" if args.reference else "ours"
+        cmd = [sys.executable, __file__, "--one", "--batch", str(batch),
                "--size", str(args.size), "--channels", str(args.channels), "--steps", str(args.steps),
                "--sample-batch", str(args.sample_batch), "--mode", *run_mode.split("+"), "--set", *args.set,
-               *(["--limit"] if args.limit else [])]
+               *(["--limit"] if args.limit else []),
+               *(["--reference", args.reference] if args.reference else ["--model", model_name])]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
-            print(f"{model_name:>6} {batch:>5} {run_mode:>16}  failed (exit {proc.returncode}): "
+            print(f"{impl:>9} {model_name:>7} {batch:>5} {run_mode:>16}  failed (exit {proc.returncode}): "
                   f"{proc.stderr.strip().splitlines()[-1:]}", flush=True)
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
-        line = (f"{model_name:>6} {batch:>5} {run_mode:>16} {r['params']:>12,} {r['step_s']:>8.2f} "
+        line = (f"{impl:>9} {model_name:>7} {batch:>5} {run_mode:>16} {r['params']:>12,} {r['step_s']:>8.2f} "
                 f"{min(r['steps_s'][1:]):>7.2f} "
                 f"{r['sample_img_per_s']:>13.1f} {r['peak_rss_gib']:>9.2f}")
         if "bpd_f32_minus_bf16" in r:
@@ -361,7 +442,8 @@ def describe_limit(r: dict) -> str:
     lim = r["limit"]
     f, b = lim["flops"]["forward"], lim["flops"]["backward"]
     ratios = lim["step_over_limit"]
-    lines = [f"{'':>14}GFLOP forward {f / 1e9:.2f}, backward {b / 1e9:.2f} ({b / f:.2f}x forward; matrix products "
+    rerun = f", of it recomputation {lim['flops']['recomputation'] / 1e9:.2f}" if "recomputation" in lim["flops"] else ""
+    lines = [f"{'':>14}GFLOP forward {f / 1e9:.2f}, backward {b / 1e9:.2f} ({b / f:.2f}x forward{rerun}; matrix products "
              f"recorded {lim['recorded_product_flops'] / 1e9:.2f} GFLOP in all); their replay (the limit) "
              f"{lim['limit_s']:.2f} s, {(f + b) / lim['limit_s'] / 1e9:.0f} GFLOP/s (median; all "
              f"{lim['limit_s_all']}); step / limit, step by step: {ratios}, median {statistics.median(ratios):.2f}",
