@@ -199,6 +199,12 @@ def test_lattice_grow_from_continues_a_smaller_run_at_twice_the_size(tmp_path):
         other = compose_cfg(tmp_path / "other", "experiment=lattice_phi4_critical", "model.hidden=16",
                             "model.couplings=[1]", "lattice.size=8", f"lattice.grow_from={small_ckpt}")
         train_app.build_module(other, None).setup("fit")
+    spectral = train_app.build_module(compose_cfg(tmp_path / "spectral", "experiment=lattice_phi4_critical",
+                                                  "model.hidden=8", "model.couplings=[1]", "lattice.size=8",
+                                                  "model.spectral=true", f"lattice.grow_from={small_ckpt}"), None)
+    spectral.setup("fit")  # a momentum scaling added on growing starts as the identity, the rest is copied
+    assert not spectral.flow.spectral.log_scale.any()
+    assert all(torch.equal(spectral.state_dict()[k], v) for k, v in small.items() if k.startswith("flow."))
     big_ckpt = _trained_checkpoint(tmp_path / "big2", "lattice.size=8", f"lattice.grow_from={small_ckpt}")
     grown, _ = load_module(str(big_ckpt), LatticeFlowModule)  # loading does not grow again: its own weights
     assert grown.size == 8 and grown.flow.num_levels == 2 and grown.hparams.grow_from == str(small_ckpt)

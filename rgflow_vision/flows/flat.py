@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .coupling import MASKS, TRANSFORMS, StoredBackward
+from .spectral import MomentumScale
 from .spline import rational_quadratic
 
 
@@ -104,7 +105,7 @@ class FlatFlow(StoredBackward):
 
     def __init__(self, channels: int, image_size: int, *, couplings: int = 8, hidden: int = 32,
                  conv_layers: int = 3, kernel: int = 3, mask: str = "channels", transform: str = "affine",
-                 bins: int = 8, tail_bound: float = 4.0):
+                 bins: int = 8, tail_bound: float = 4.0, spectral: bool = False):
         super().__init__()
         if channels < 1 or image_size < 2 or image_size % 2:
             raise ValueError(f"the flat flow needs channels >= 1 and an even lattice size, got {channels}, {image_size}")
@@ -116,6 +117,7 @@ class FlatFlow(StoredBackward):
             FlatCoupling(frozen, hidden, conv_layers, kernel, transform, bins, tail_bound)
             for _ in range(couplings) for frozen in (parity0, 1 - parity0)
         )
+        self.spectral = MomentumScale(channels, image_size) if spectral else None  # as RGFlow's
 
     def level_map(self) -> torch.Tensor:
         """``(L, L)`` zeros: one level."""
@@ -124,12 +126,20 @@ class FlatFlow(StoredBackward):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Data to latents: ``(z, log|det dz/dx|)``."""
         self._check(x, "encode")
-        return self._run(x, self.couplings, inverse=False)
+        logdet = 0
+        if self.spectral is not None:
+            x, logdet = self.spectral(x, inverse=True)
+        z, ld = self._run(x, self.couplings, inverse=False)
+        return z, ld + logdet
 
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Latents to data: ``(x, log|det dx/dz|)``."""
         self._check(z, "decode")
-        return self._run(z, reversed(self.couplings), inverse=True)
+        x, logdet = self._run(z, reversed(self.couplings), inverse=True)
+        if self.spectral is not None:
+            x, ld = self.spectral(x)
+            logdet = logdet + ld
+        return x, logdet
 
     @staticmethod
     def _run(x, couplings, inverse):

@@ -10,6 +10,7 @@ from torch.nn.utils import parametrize
 
 from . import geometry
 from .bijections import BIJECTIONS
+from .spectral import MomentumScale
 
 
 class RGFlow(nn.Module):
@@ -36,6 +37,10 @@ class RGFlow(nn.Module):
     level 0): at a critical point the RG step is the same at every scale, and the flow's parameters
     no longer grow with ``L``. The lists still hold one entry per level (the same modules).
 
+    ``spectral=True`` adds a learned momentum-space scaling on the field side (:class:`~.spectral.MomentumScale`:
+    last when decoding, first when encoding), which holds the Gaussian part of a lattice field's correlations,
+    the zero mode's large amplitude near a critical point among them; the RG levels learn the rest.
+
     The defaults are a small configuration for CPU work. The paper's is
     ``hidden=512, num_res_blocks=4, couplings=(8, 6, 4, 2)``; levels deeper than
     ``couplings`` reuse its last entry. ``reversible=True`` (RealNVP) rebuilds activations in
@@ -52,6 +57,7 @@ class RGFlow(nn.Module):
         symmetry: str | None = None,
         depth: int = 1,
         share_levels: bool = False,
+        spectral: bool = False,
         **options,
     ):
         super().__init__()
@@ -81,6 +87,7 @@ class RGFlow(nn.Module):
             self.disentanglers = nn.ModuleList(layer(h) for h in levels)
             self.decimators = nn.ModuleList(layer(h) for h in levels)
         self.register_buffer("_level_map", geometry.level_map(image_size, block_size), persistent=False)
+        self.spectral = MomentumScale(channels, image_size) if spectral else None
 
     @property
     def reversible(self) -> bool:
@@ -116,6 +123,8 @@ class RGFlow(nn.Module):
 
     def _encode(self, x):
         logdet = x.new_zeros(x.shape[0], dtype=torch.promote_types(x.dtype, torch.float32))
+        if self.spectral is not None:
+            x, logdet = self.spectral(x, inverse=True)
         levels, state = [], x
         for h in range(self.num_levels):
             for bijection, shift in self.level_layers(h):
@@ -137,6 +146,9 @@ class RGFlow(nn.Module):
             for bijection, shift in reversed(self.level_layers(h)):
                 state, ld = self._layer(bijection, state, shift, inverse=True)
                 logdet = logdet + ld
+        if self.spectral is not None:
+            state, ld = self.spectral(state)
+            logdet = logdet + ld
         return state, logdet
 
     def _layer(self, block_flow: nn.Module, state: torch.Tensor, shift: int, inverse: bool):

@@ -9,7 +9,9 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ..errors import UserError
 from ..flows import RGFlow
+from ..flows.features import displacement_orbits
 from ..flows.flat import FlatFlow
+from ..flows.spectral import MomentumScale
 from ..lightning_base import TrainingBase, read_checkpoint, resolve_checkpoint
 from ..model import sample_and_log_prob
 from ..priors import PRIORS, build_prior
@@ -115,6 +117,8 @@ class LatticeFlowModule(TrainingBase):
         small = read_checkpoint(path, type(self))
         hp = small["hyper_parameters"]
         theirs, mine = _architecture(hp["architecture"]), _architecture(self.hparams.architecture)
+        if not theirs["spectral"]:  # a momentum scaling may be added on growing: it starts as the identity
+            mine = {**mine, "spectral": False}
         if theirs != mine:
             differ = sorted(k for k in {*theirs, *mine} if theirs.get(k) != mine.get(k))
             raise UserError(f"lattice.grow_from={path} was trained with another architecture (model.{', model.'.join(differ)} "
@@ -191,7 +195,7 @@ def build_flow(channels: int, size: int, architecture: dict):
 
 def _architecture(architecture: dict) -> dict:
     """The model config with the defaults of keys that older checkpoints lack."""
-    return {"flow": "rgflow", "share_levels": False, **dict(architecture)}
+    return {"flow": "rgflow", "share_levels": False, "spectral": False, **dict(architecture)}
 
 
 def grow(flow, small_state: dict[str, torch.Tensor]) -> list[str]:
@@ -203,8 +207,12 @@ def grow(flow, small_state: dict[str, torch.Tensor]) -> list[str]:
     onto the same levels and the new, coarsest level keeps its initialisation: the identity (every coupling's
     output starts at zero). With ``share_levels`` the new level is the shared stack itself. Flat flow: its
     networks do not depend on ``L``, so everything is copied. Raises ``ValueError`` for a tensor the flow does
-    not have or of another shape.
+    not have or of another shape. A momentum-space scaling (``spectral``) is interpolated onto the larger
+    torus's momenta (:meth:`~..flows.spectral.MomentumScale.grow_from`).
     """
+    small_state = dict(small_state)
+    if getattr(flow, "spectral", None) is not None and "spectral.log_scale" in small_state:
+        flow.spectral.grow_from(_momentum_scale(flow.channels, small_state.pop("spectral.log_scale")))
     own = flow.state_dict()
     for name, value in small_state.items():
         if name not in own or own[name].shape != value.shape:
@@ -214,7 +222,20 @@ def grow(flow, small_state: dict[str, torch.Tensor]) -> list[str]:
         for name, value in small_state.items():
             own[name].copy_(value)
     written = {own[name].data_ptr() for name in small_state}  # shared levels alias the same storage
+    if getattr(flow, "spectral", None) is not None:
+        written.add(own["spectral.log_scale"].data_ptr())
     return [name for name, value in own.items() if value.data_ptr() not in written]
+
+
+def _momentum_scale(channels: int, log_scale: torch.Tensor) -> MomentumScale:
+    """The :class:`MomentumScale` whose parameters are ``log_scale``, its torus found by its number of orbits."""
+    size = 2
+    while displacement_orbits(size)[1] < log_scale.numel():
+        size *= 2
+    layer = MomentumScale(channels, size)
+    with torch.no_grad():
+        layer.log_scale.copy_(log_scale)
+    return layer
 
 
 def _action(action: dict | None):
