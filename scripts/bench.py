@@ -13,7 +13,8 @@ own. A training step is forward, backward, gradient clipping and an AdamW update
 ``--sample-batch`` images drawn and decoded without gradients. The header names the CPU and
 whether it has bf16 matrix units (avx512_bf16 / amx_bf16): without them bf16 is emulated. Modes: ``stored`` (plain
 autograd), ``reversible`` (activations rebuilt from outputs in backward), ``bf16`` (autocast;
-combine with either). With bf16 the bits/dim of a fixed batch is compared with float32, and the torch
+combine with either), ``compiled`` (``torch.compile`` of the loss, as ``compile=true`` trains; combine with any:
+the warm-up step, first in ``steps_s``, includes the compilation). With bf16 the bits/dim of a fixed batch is compared with float32, and the torch
 profiler counts the dtype casts of one step (aten::_to_copy, forward and backward) per matrix product.
 
 ``--limit`` sets the step against what this CPU's matrix products allow: one step runs under
@@ -319,6 +320,8 @@ def measure(model_name: str, size: int, channels: int, batch: int, mode: str, st
         model = RGFlowModel.build(channels, size, **architecture(model_name, mode, overrides))
         model.train()
         opt, loss_fn = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True), None
+        if "compiled" in mode:  # what compile=true does in training; the warm-up step compiles (steps_s[0])
+            loss_fn = torch.compile(model.bpd)
     bf16 = "bf16" in mode
     x = torch.randint(0, 256, (batch, channels, size, size))
     if limit:  # the step's FLOPs and products, then each step followed by a replay of its products
@@ -369,7 +372,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(p.stem for p in CONF.glob("*.yaml")))
     parser.add_argument("--batch", type=int)
-    parser.add_argument("--mode", nargs="+", default=["stored"], help="stored | reversible, optionally with bf16")
+    parser.add_argument("--mode", nargs="+", default=["stored"],
+                        help="stored | reversible, optionally with bf16 and/or compiled (torch.compile of the loss)")
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
