@@ -108,6 +108,6 @@ def test_a_folder_passed_as_the_checkpoint_names_the_last_ckpt_inside(tmp_path, 
 
 
 def test_an_experiments_coupling_key_under_an_ode_model_says_how_to_drop_it(tmp_path, capsys):
-    cfg = compose_cfg(tmp_path, "experiment=lattice_phi4_critical", "model=ode_global")
+    cfg = compose_cfg(tmp_path, "experiment=lattice_phi4_critical", "+model.transform=spline")  # on model=ode_global
     line = one_sentence(train_app.train, cfg, capsys)
     assert "bijection 'ode' takes no transform" in line and "'~model.transform'" in line

@@ -22,6 +22,7 @@ from rgflow_vision.training.checkpoint import load_module
 
 from .apps import compose_cfg
 
+RG_SPLINE = ["model=lattice", "model.transform=spline"]  # the critical experiment with the hierarchical flow
 TINY = {"hidden": 8, "num_res_blocks": 1, "mlp_depth": 1, "couplings": [1], "depth": 2, "mask": "channels"}
 FLAT = {"couplings": 2, "hidden": 8, "conv_layers": 2}
 
@@ -167,16 +168,16 @@ def test_the_flat_flows_weights_fit_every_lattice_size():
 
 
 def test_model_flat_composes_with_the_critical_experiment(tmp_path):
-    cfg = compose_cfg(tmp_path, "experiment=lattice_phi4_critical", "model=flat", "lattice.size=16")
+    cfg = compose_cfg(tmp_path, "experiment=lattice_phi4_critical", "model=flat", "model.transform=spline", "lattice.size=16")
     module = train_app.build_module(cfg, None)
     assert isinstance(module.flow, FlatFlow) and module.flow.image_size == 16
-    assert module.flow.couplings[0].transform == "spline"  # the experiment's transform reaches the flat flow
+    assert module.flow.couplings[0].transform == "spline"
     with pytest.raises(UserError, match="model.flow='tree'"):
         build_flow(2, 8, {"flow": "tree"})
 
 
 def _trained_checkpoint(tmp_path, *overrides: str):
-    cfg = compose_cfg(tmp_path, "experiment=lattice_phi4_critical", "model.hidden=8", "model.couplings=[1]",
+    cfg = compose_cfg(tmp_path, "experiment=lattice_phi4_critical", *RG_SPLINE, "model.hidden=8", "model.couplings=[1]",
                       "lattice.batch_size=16", "lattice.eval_samples=64", "dataset.steps_per_epoch=2",
                       "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "optim.warmup_steps=1",
                       "test=false", *overrides)
@@ -188,7 +189,7 @@ def test_lattice_grow_from_continues_a_smaller_run_at_twice_the_size(tmp_path):
     """The chain as users run it: train at L = 4, then at L = 8 with lattice.grow_from=<its last.ckpt>."""
     small_ckpt = _trained_checkpoint(tmp_path / "small", "lattice.size=4")
     small = torch.load(small_ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    cfg = compose_cfg(tmp_path / "big", "experiment=lattice_phi4_critical", "model.hidden=8", "model.couplings=[1]",
+    cfg = compose_cfg(tmp_path / "big", "experiment=lattice_phi4_critical", *RG_SPLINE, "model.hidden=8", "model.couplings=[1]",
                       "lattice.size=8", f"lattice.grow_from={small_ckpt}")
     module = train_app.build_module(cfg, None)
     assert module.grow_from == str(small_ckpt)
@@ -196,10 +197,10 @@ def test_lattice_grow_from_continues_a_smaller_run_at_twice_the_size(tmp_path):
     own = module.state_dict()
     assert all(torch.equal(own[k], v) for k, v in small.items() if k.startswith("flow."))
     with pytest.raises(UserError, match="another architecture"):
-        other = compose_cfg(tmp_path / "other", "experiment=lattice_phi4_critical", "model.hidden=16",
+        other = compose_cfg(tmp_path / "other", "experiment=lattice_phi4_critical", *RG_SPLINE, "model.hidden=16",
                             "model.couplings=[1]", "lattice.size=8", f"lattice.grow_from={small_ckpt}")
         train_app.build_module(other, None).setup("fit")
-    spectral = train_app.build_module(compose_cfg(tmp_path / "spectral", "experiment=lattice_phi4_critical",
+    spectral = train_app.build_module(compose_cfg(tmp_path / "spectral", "experiment=lattice_phi4_critical", *RG_SPLINE,
                                                   "model.hidden=8", "model.couplings=[1]", "lattice.size=8",
                                                   "model.spectral=true", f"lattice.grow_from={small_ckpt}"), None)
     spectral.setup("fit")  # a momentum scaling added on growing starts as the identity, the rest is copied

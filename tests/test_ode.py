@@ -31,9 +31,6 @@ from .test_flow import jacobian_logdet
 TINY_ODE = ["model=ode", "model.features=2", "model.time_basis=2", "model.steps=[1]"]
 SHIPPED = OmegaConf.to_container(OmegaConf.load(Path(__file__).parents[1] / "conf" / "model" / "ode_lattice.yaml"))
 GLOBAL = OmegaConf.to_container(OmegaConf.load(Path(__file__).parents[1] / "conf" / "model" / "ode_global.yaml"))
-# The global layer as the real phi^4 experiment runs it (a higher Lipschitz cap, more RK4 steps in eval mode).
-REAL = {**GLOBAL, **OmegaConf.to_container(OmegaConf.load(Path(__file__).parents[1] / "conf" / "experiment"
-                                                          / "lattice_phi4_real.yaml").model)}
 FEATURE_CASES = [(None, 1, "block"), ("z2", 2, "block"), ("o2", 2, "block"), ("z2", 1, "periodic"), ("o2", 2, "periodic")]
 
 
@@ -88,12 +85,12 @@ def test_the_log_det_converges_to_slogdet_of_the_discrete_map_at_order_four():
         assert 12 < coarse / fine < 24, gaps  # order 4: 2^4 = 16 (order 3 would give 8, order 5 32)
 
 
-@pytest.mark.parametrize("architecture, scale", [(SHIPPED, 1.0), ({**SHIPPED, "symmetry": None}, 0.1), (GLOBAL, 1.0),
-                                                 ({**REAL, "symmetry": None, "spectral": False}, 1.0)])
+@pytest.mark.parametrize("architecture, scale", [(SHIPPED, 1.0), ({**SHIPPED, "symmetry": None}, 0.1),
+                                                 ({**GLOBAL, "spectral": False}, 1.0)])
 def test_the_round_trip_at_the_shipped_steps_is_below_1e_5(architecture, scale):
     """Large random weights: every velocity at its Lipschitz cap, as far from the identity as allowed
-    (symmetry None: the bias, which the cap leaves free, of size 0.1 per time-basis function). The real phi^4
-    experiment's layer (cap 8) without its momentum scaling, whose inverse is exact (test_spectral.py)."""
+    (symmetry None: the bias, which the cap leaves free, of size 0.1 per time-basis function). The global layer
+    without its momentum scaling, whose inverse is exact (test_spectral.py) and whose random scales would blow up."""
     flow = feature_flow(2, 8, scale=scale, **architecture).eval()  # eval mode: the shipped eval_steps
     x = torch.randn(4, 2, 8, 8, dtype=torch.float64)
     z, logdet = flow.encode(x)
