@@ -12,8 +12,8 @@ from .apps import QUICK, TINY_MODEL, compose_cfg
 
 TINY = dict(hidden=16, num_res_blocks=1, couplings=(2, 1))
 # Every registered bijection, and each variant of one that computes differently (RealNVP's shared s/t network).
-TINY_BY_BIJECTION = {"rnvp": TINY, "rnvp_shared": dict(TINY, conditioner="shared"),
-                     "rnvp_spline": dict(TINY, transform="spline", bins=4, tail_bound=5.0),
+TINY_BY_BIJECTION = {"rnvp": dict(TINY, conditioner="separate"), "rnvp_shared": dict(TINY, conditioner="shared"),
+                     "rnvp_spline": dict(TINY, conditioner="separate", transform="spline", bins=4, tail_bound=5.0),
                      "ode": dict(bijection="ode", hidden=16, depth=1, steps=(3, 2), rate=0.69)}
 BIJECTIONS = sorted(TINY_BY_BIJECTION)
 OUT_SCALE = {"rnvp": 0.2, "rnvp_shared": 0.2, "rnvp_spline": 0.15, "ode": 2.0}  # spread of the zero-initialised output scales: far from the identity

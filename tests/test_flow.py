@@ -187,7 +187,8 @@ def test_inputs_of_the_wrong_shape_name_both_shapes(shape):
 
 def test_paper_configuration_has_the_papers_parameter_count():
     with torch.device("meta"):
-        flow = RGFlow(3, 32, hidden=512, num_res_blocks=4, mlp_depth=2, couplings=(8, 6, 4, 2))
+        flow = RGFlow(3, 32, hidden=512, num_res_blocks=4, mlp_depth=2, couplings=(8, 6, 4, 2),
+                      conditioner="separate")  # the paper's s and t networks (conf/model/paper.yaml)
     assert sum(p.numel() for p in flow.parameters()) == 100_647_680
     assert [len(d.couplings) for d in flow.disentanglers] == [8, 6, 4, 2]
     assert [len(d.couplings) for d in flow.decimators] == [8, 6, 4, 2]

@@ -29,7 +29,7 @@ def at_level(per_level: Sequence[int] | int, level: int, what: str) -> int:
 
 def realnvp(channels: int, block_size: int, level: int, *, symmetry: str | None = None, hidden: int = 128,
             num_res_blocks: int = 2, mlp_depth: int = 2, couplings: Sequence[int] | int = (4, 3, 2),
-            reversible: bool = False, mask: str = "sites", conditioner: str = "separate", transform: str = "affine",
+            reversible: bool = False, mask: str = "sites", conditioner: str = "shared", transform: str = "affine",
             bins: int = 8, tail_bound: float = 4.0) -> nn.Module:
     """The RealNVP coupling stack (the paper's block; see :mod:`.coupling`); ``mask`` ``"sites"`` (the paper's
     checkerboard) or ``"channels"`` (alternating with the channel too, see :func:`.coupling.checkerboard`);

@@ -42,7 +42,7 @@ class RGFlow(nn.Module):
     the zero mode's large amplitude near a critical point among them; the RG levels learn the rest.
 
     The defaults are a small configuration for CPU work. The paper's is
-    ``hidden=512, num_res_blocks=4, couplings=(8, 6, 4, 2)``; levels deeper than
+    ``hidden=512, num_res_blocks=4, couplings=(8, 6, 4, 2), conditioner="separate"``; levels deeper than
     ``couplings`` reuse its last entry. ``reversible=True`` (RealNVP) rebuilds activations in
     the backward pass instead of storing them.
     """
