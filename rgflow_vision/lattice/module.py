@@ -211,8 +211,9 @@ def grow(flow, small_state: dict[str, torch.Tensor]) -> list[str]:
     torus's momenta (:meth:`~..flows.spectral.MomentumScale.grow_from`).
     """
     small_state = dict(small_state)
-    if getattr(flow, "spectral", None) is not None and "spectral.log_scale" in small_state:
-        flow.spectral.grow_from(_momentum_scale(flow.channels, small_state.pop("spectral.log_scale")))
+    spectral = small_state.pop("spectral.log_scale", None) if getattr(flow, "spectral", None) is not None else None
+    if spectral is not None:
+        flow.spectral.grow_from(_momentum_scale(flow.channels, spectral))
     own = flow.state_dict()
     for name, value in small_state.items():
         if name not in own or own[name].shape != value.shape:
@@ -222,7 +223,7 @@ def grow(flow, small_state: dict[str, torch.Tensor]) -> list[str]:
         for name, value in small_state.items():
             own[name].copy_(value)
     written = {own[name].data_ptr() for name in small_state}  # shared levels alias the same storage
-    if getattr(flow, "spectral", None) is not None:
+    if spectral is not None:  # interpolated from the small flow's, not fresh
         written.add(own["spectral.log_scale"].data_ptr())
     return [name for name, value in own.items() if value.data_ptr() not in written]
 
