@@ -197,6 +197,12 @@ def read_checkpoint(path: Path, module_class: type[TrainingBase] = TrainingBase)
     if missing or "state_dict" not in checkpoint:
         raise UserError(f"checkpoint {path} was not written by rgflow-vision's train.py for this app (it lacks "
                         f"{', '.join(missing) or 'state_dict'}): pass a checkpoint of {module_class.KIND} run")
+    architecture = hparams.get("architecture")
+    if isinstance(architecture, dict) and architecture.get("flow", "rgflow") == "rgflow" \
+            and architecture.get("bijection", "rnvp") == "rnvp" and "conditioner" not in architecture:
+        # Written before model.conditioner existed (1 Dec 2026), when every coupling had the paper's separate
+        # networks; the default has since become shared.
+        hparams["architecture"] = {**architecture, "conditioner": "separate"}
     return checkpoint
 
 

@@ -151,6 +151,13 @@ def test_model_small_shares_one_conditioner_and_checkpoints_written_with_separat
     assert module.hparams.architecture["conditioner"] == "separate"
     cfg = compose_cfg(tmp_path, f"ckpt={results['last_ckpt']}", "trainer.enable_progress_bar=false", config="evaluate")
     assert train_app.evaluate(cfg) == pytest.approx(results["test/bpd"], abs=1e-6)
+    # A checkpoint from before model.conditioner existed has no such key, and had the separate networks.
+    checkpoint = torch.load(results["last_ckpt"], weights_only=True)
+    del checkpoint["hyper_parameters"]["architecture"]["conditioner"]
+    torch.save(checkpoint, older := tmp_path / "before_the_option.ckpt")
+    assert load_module(str(older))[0].hparams.architecture["conditioner"] == "separate"
+    cfg = compose_cfg(tmp_path, f"ckpt={older}", "trainer.enable_progress_bar=false", config="evaluate")
+    assert train_app.evaluate(cfg) == pytest.approx(results["test/bpd"], abs=1e-6)
 
 
 @pytest.mark.parametrize("reversible", [False, True])
