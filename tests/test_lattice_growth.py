@@ -209,3 +209,20 @@ def test_lattice_grow_from_continues_a_smaller_run_at_twice_the_size(tmp_path):
     big_ckpt = _trained_checkpoint(tmp_path / "big2", "lattice.size=8", f"lattice.grow_from={small_ckpt}")
     grown, _ = load_module(str(big_ckpt), LatticeFlowModule)  # loading does not grow again: its own weights
     assert grown.size == 8 and grown.flow.num_levels == 2 and grown.hparams.grow_from == str(small_ckpt)
+
+
+def test_a_run_may_continue_an_ode_flow_with_another_number_of_rk4_steps(tmp_path):
+    """steps and eval_steps say how the same weights are integrated (at L = 32 four training steps were exploited,
+    docs/lattice.md): a run continues from a checkpoint integrated with fewer; the weights are copied unchanged."""
+    tiny = ["experiment=lattice_phi4_critical", "lattice.size=8", "model.features=2", "model.time_basis=2"]
+    small = train_app.build_module(compose_cfg(tmp_path, *tiny, "model.steps=[2]", "model.eval_steps=4"), None)
+    with torch.no_grad():
+        for p in small.flow.parameters():
+            p.normal_()
+    torch.save({"hyper_parameters": dict(small.hparams), "state_dict": small.state_dict()}, path := tmp_path / "s.ckpt")
+    more = train_app.build_module(compose_cfg(tmp_path, *tiny, "model.steps=[8]", "model.eval_steps=32",
+                                              f"lattice.grow_from={path}"), None)
+    more.setup("fit")
+    assert [k for k, v in small.state_dict().items() if not torch.equal(more.state_dict()[k], v)] == []
+    with pytest.raises(UserError, match="another architecture"):  # the weights themselves must still match
+        train_app.build_module(compose_cfg(tmp_path, *tiny, "model.features=4", f"lattice.grow_from={path}"), None).setup("fit")

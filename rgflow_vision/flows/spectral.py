@@ -53,7 +53,7 @@ class MomentumScale(nn.Module):
     def grow_from(self, small: "MomentumScale") -> None:
         """Take the scales of the same layer on a smaller torus (``L / 2^n``): the momenta both tori have keep
         their scales, those in between get the periodic bilinear interpolation (which commutes with D4)."""
-        a = small.log_scales().detach().double()
+        a = small.log_scale[small.orbit].detach().double()  # unscaled: at the same L the copy is exact
         while a.shape[-1] < self.size:  # momentum 2 pi n / L is 2 pi (2n) / (2L): even indices copy, odd average
             m = a.shape[-1]
             rows = torch.stack([a, (a + a.roll(-1, 0)) / 2], 1).reshape(2 * m, m)
@@ -62,4 +62,4 @@ class MomentumScale(nn.Module):
             raise ValueError(f"cannot grow a momentum scaling from L = {small.size} to L = {self.size}")
         values = torch.zeros_like(self.log_scale, dtype=torch.float64)
         values[self.orbit.flatten()] = a.flatten()  # equal on every member of an orbit
-        self.log_scale.copy_(values / self.speed)
+        self.log_scale.copy_(values * (small.speed / self.speed))

@@ -119,6 +119,8 @@ class LatticeFlowModule(TrainingBase):
         theirs, mine = _architecture(hp["architecture"]), _architecture(self.hparams.architecture)
         if not theirs["spectral"]:  # a momentum scaling may be added on growing: it starts as the identity
             mine = {**mine, "spectral": False}
+        for key in SOLVER_KEYS:  # the same weights, integrated with another number of RK4 steps
+            theirs.pop(key, None), mine.pop(key, None)
         if theirs != mine:
             differ = sorted(k for k in {*theirs, *mine} if theirs.get(k) != mine.get(k))
             raise UserError(f"lattice.grow_from={path} was trained with another architecture (model.{', model.'.join(differ)} "
@@ -191,6 +193,10 @@ def build_flow(channels: int, size: int, architecture: dict):
         return FLOWS[kind](channels, size, **options)
     except ValueError as error:  # the flow's own check of the sizes, in one sentence
         raise UserError(f"lattice.size={size}, model.block_size={options.get('block_size')}: {error}") from None
+
+
+# Keys that set how an ODE flow is integrated, not its weights: a run may grow from one with other values.
+SOLVER_KEYS = ("steps", "eval_steps")
 
 
 def _architecture(architecture: dict) -> dict:
