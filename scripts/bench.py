@@ -131,6 +131,17 @@ def train_step(model: RGFlowModel, opt: torch.optim.Optimizer, x: torch.Tensor, 
 PROFILED_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm")
 
 
+def op_profile(model, opt, x: torch.Tensor, bf16: bool, loss_fn=None, top: int = 12) -> list[dict]:
+    """Where one training step's time goes: the ``top`` operators by self time (torch.profiler), each with its
+    calls and share of the step's total self time."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_step(model, opt, x, bf16, loss_fn)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [{"op": e.key, "calls": e.count, "self_s": e.self_cpu_time_total / 1e6,
+             "share": e.self_cpu_time_total / total} for e in events[:top]]
+
+
 def cast_counts(model: RGFlowModel, x: torch.Tensor) -> dict:
     """The dtype casts (``aten::_to_copy``) and matrix products of one bf16 training step's forward and
     backward, by the torch profiler. Casts of 0-dim tensors (CPU kernels wrap Python numbers so) are also
@@ -310,7 +321,8 @@ def square_gemm_rates(size: tuple[int, int, int] = (4096, 512, 512)) -> dict:
 
 
 def measure(model_name: str, size: int, channels: int, batch: int, mode: str, steps: int, sample_batch: int,
-            overrides: list[str] = (), limit: bool = False, reference_path: str | None = None) -> dict:
+            overrides: list[str] = (), limit: bool = False, reference_path: str | None = None,
+            profile_ops: int = 0) -> dict:
     torch.manual_seed(0)
     if reference_path:  # its --set items are arguments of its own parser
         argv = [arg for key, value in (kv.split("=", 1) for kv in overrides) for arg in (f"--{key}", value)]
@@ -343,6 +355,8 @@ def measure(model_name: str, size: int, channels: int, batch: int, mode: str, st
         "step_s": statistics.median(times[1:]),
         "steps_s": [round(t, 3) for t in times],
     }
+    if profile_ops:  # one more step, under the profiler, after the timed ones
+        result["profile"] = op_profile(model, opt, x, bf16, loss_fn, profile_ops)
     if bf16:
         result["casts"] = cast_counts(model, x)
     if limit:
@@ -386,12 +400,14 @@ def main() -> None:
                              "arguments of its args.py, e.g. nhidden=64)")
     parser.add_argument("--reference", metavar="PATH",
                         help="measure the reference (hongyehu/RG-Flow checkout or its code/ folder) instead of ours")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile one more step and print its N costliest operators by self time")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     mode = "+".join(sorted(args.mode))
     if args.one:
         print(json.dumps(measure(args.model, args.size, args.channels, args.batch, mode, args.steps, args.sample_batch,
-                                 args.set, args.limit, args.reference)))
+                                 args.set, args.limit, args.reference, args.profile)))
         return
 
     if args.reference:  # as it ships: float32, gradient checkpointing, its own architecture
@@ -414,7 +430,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--one", "--batch", str(batch),
                "--size", str(args.size), "--channels", str(args.channels), "--steps", str(args.steps),
                "--sample-batch", str(args.sample_batch), "--mode", *run_mode.split("+"), "--set", *args.set,
-               *(["--limit"] if args.limit else []),
+               *(["--limit"] if args.limit else []), "--profile", str(args.profile),
                *(["--reference", args.reference] if args.reference else ["--model", model_name])]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
@@ -432,6 +448,8 @@ def main() -> None:
             print(describe_casts(r["casts"]), flush=True)
         if "limit" in r:
             print(describe_limit(r), flush=True)
+        for p in r.get("profile", []):
+            print(f"{'':>14}{p['op']:>36} {p['calls']:>7} calls {p['self_s']:>8.3f} s {p['share']:>6.1%}", flush=True)
 
 
 def describe_casts(c: dict) -> str:

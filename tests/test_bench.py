@@ -133,3 +133,11 @@ def test_the_reference_step_is_measured_against_its_limit_in_a_process_of_its_ow
     assert 0.5 * flops["forward"] < flops["recomputation"] < flops["forward"]
     assert r["limit"]["recorded_product_flops"] == flops["forward"] + flops["backward"]
     assert len(r["limit"]["step_over_limit"]) == 1 and r["sample_img_per_s"] > 0
+
+
+def test_the_profile_names_the_matrix_products_among_a_steps_costliest_operators(one_thread):
+    model = tiny_model()
+    ops = bench.op_profile(model, torch.optim.AdamW(model.parameters()), X, bf16=False, top=40)
+    assert {"aten::mm", "aten::addmm"} & {p["op"] for p in ops}
+    shares = [p["share"] for p in ops]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9 and all(p["calls"] > 0 for p in ops)
