@@ -9,6 +9,8 @@ checks, starts as the identity and commutes with the lattice translations that k
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -226,3 +228,41 @@ def test_a_run_may_continue_an_ode_flow_with_another_number_of_rk4_steps(tmp_pat
     assert [k for k, v in small.state_dict().items() if not torch.equal(more.state_dict()[k], v)] == []
     with pytest.raises(UserError, match="another architecture"):  # the weights themselves must still match
         train_app.build_module(compose_cfg(tmp_path, *tiny, "model.features=4", f"lattice.grow_from={path}"), None).setup("fit")
+
+
+# -- growth of the global ODE layer -------------------------------------------------------------------
+
+GLOBAL_ODE = {"bijection": "ode", "velocity": "features", "symmetry": "o2", "block_size": None, "depth": 1,
+              "kernel": "periodic", "features": 2, "time_basis": 2, "steps": [4], "lipschitz": None}
+
+
+@pytest.mark.parametrize("small_size,spectral", [(4, False), (8, True)])  # L = 8 dense, L = 16 by FFT
+def test_the_grown_global_ode_layer_on_a_repeated_field_is_the_small_layer_repeated(small_size, spectral):
+    """The periodic kernel keeps each displacement of the small torus (its antipode shared by the two
+    displacements it stands for), the momentum scaling keeps the momenta both tori have: on a field of
+    period L the 2L layer is the L layer, repeated, with four times its log-det."""
+    small = perturbed(RGFlow(2, small_size, **GLOBAL_ODE, spectral=spectral), seed=5).double()
+    big = RGFlow(2, 2 * small_size, **GLOBAL_ODE, spectral=spectral).double()
+    assert grow(big, small.state_dict()) == []  # nothing starts fresh: every weight is carried over
+    x = torch.randn(3, 2, small_size, small_size, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    z_small, logdet_small = small.encode(x)
+    z_big, logdet_big = big.encode(tile(x))
+    assert not torch.allclose(z_small, x, atol=1e-2)
+    assert torch.allclose(z_big, tile(z_small), atol=1e-10)
+    assert torch.allclose(logdet_big, 4 * logdet_small, atol=1e-8)
+
+
+def test_a_grown_global_ode_layer_stays_exact_and_o2_equivariant():
+    small = perturbed(RGFlow(2, 4, **GLOBAL_ODE, spectral=True), seed=7)
+    big = RGFlow(2, 8, **{**GLOBAL_ODE, "steps": [16], "lipschitz": 2.0}, spectral=True)  # RK4 accurate at 16 steps
+    grow(big, small.state_dict())
+    big = perturbed(big, seed=8, scale=0.1).double()  # as after fine-tuning at 2L
+    x = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    z, logdet = big.encode(x)
+    back, logdet_back = big.decode(z)
+    assert not torch.allclose(z, x, atol=1e-2)
+    assert torch.allclose(back, x, atol=1e-6) and torch.allclose(logdet_back, -logdet, atol=1e-6)
+    c, s = math.cos(0.7), math.sin(0.7)
+    rotate = lambda v: torch.stack([c * v[:, 0] - s * v[:, 1], s * v[:, 0] + c * v[:, 1]], 1)
+    z_rotated, logdet_rotated = big.encode(rotate(x))
+    assert torch.allclose(z_rotated, rotate(z), atol=1e-10) and torch.allclose(logdet_rotated, logdet, atol=1e-10)

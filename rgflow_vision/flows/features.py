@@ -119,6 +119,28 @@ class FeatureVelocity(nn.Module):
         self.weight = nn.Parameter(torch.zeros(time_basis, count, self.num_features, c, c))  # (b, orbit, f, out, in)
         self.bias = nn.Parameter(torch.zeros(time_basis, channels, 1)) if symmetry is None else None
 
+    @torch.no_grad()
+    def grown_weight(self, small: torch.Tensor) -> torch.Tensor:
+        """This torus's ``weight`` from ``small``, the same velocity's on a smaller torus (``L_s = L / 2^n``):
+        each displacement of the small torus, taken in ``[-L_s/2, L_s/2]``, keeps its weight, shared among the
+        displacements of this torus it stands for (two per axis where ``|d| = L_s/2``, the small torus's own
+        antipode); longer ones start at zero. On a field that repeats the small torus the two convolutions are
+        then equal, so the grown global layer is the small one, repeated (tests/test_lattice_growth.py)."""
+        size = 2
+        while size < self.size and displacement_orbits(size)[1] < small.shape[1]:
+            size *= 2
+        if self.kernel != "periodic" or size >= self.size or displacement_orbits(size)[1] != small.shape[1]:
+            raise ValueError(f"cannot grow a {self.kernel} kernel of {small.shape[1]} orbits onto L = {self.size}")
+        small_orbit = displacement_orbits(size)[0]
+        d = torch.arange(self.size)
+        d = torch.where(d > self.size // 2, d - self.size, d)  # centred displacements
+        share = (d.abs() <= size // 2) * torch.where(d.abs() == size // 2, 0.5, 1.0)
+        grown = small[:, small_orbit[d % size][:, d % size].reshape(-1)]  # (B, L*L, F, out, in)
+        grown = grown * (share[:, None] * share).reshape(1, -1, 1, 1, 1).to(small.dtype)
+        weight = torch.zeros_like(self.weight)
+        weight[:, self.orbit.reshape(-1)] = grown  # the members of an orbit carry equal values
+        return weight
+
     def time_basis(self, t: float, dtype: torch.dtype) -> torch.Tensor:
         """Legendre polynomials ``P_b(2t - 1)``, ``b = 0 .. time_basis - 1``: at most 1 in size on
         ``[0, 1]`` (the Lipschitz cap assumes it), and RK4's quadrature (Simpson's rule) integrates

@@ -9,7 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ..errors import UserError
 from ..flows import RGFlow
-from ..flows.features import displacement_orbits
+from ..flows.features import FeatureVelocity, displacement_orbits
 from ..flows.flat import FlatFlow
 from ..flows.spectral import MomentumScale
 from ..lightning_base import TrainingBase, read_checkpoint, resolve_checkpoint
@@ -213,7 +213,8 @@ def grow(flow, small_state: dict[str, torch.Tensor]) -> list[str]:
     onto the same levels and the new, coarsest level keeps its initialisation: the identity (every coupling's
     output starts at zero). With ``share_levels`` the new level is the shared stack itself. Flat flow: its
     networks do not depend on ``L``, so everything is copied. Raises ``ValueError`` for a tensor the flow does
-    not have or of another shape. A momentum-space scaling (``spectral``) is interpolated onto the larger
+    not have or of another shape. The global ODE layer's periodic kernel keeps its weights on the displacements
+    both tori have (:meth:`~..flows.features.FeatureVelocity.grown_weight`). A momentum-space scaling (``spectral``) is interpolated onto the larger
     torus's momenta (:meth:`~..flows.spectral.MomentumScale.grow_from`).
     """
     small_state = dict(small_state)
@@ -221,6 +222,10 @@ def grow(flow, small_state: dict[str, torch.Tensor]) -> list[str]:
     if spectral is not None:
         flow.spectral.grow_from(_momentum_scale(flow.channels, spectral))
     own = flow.state_dict()
+    for name, value in small_state.items():  # a global ODE layer's kernel: carried over to the larger torus
+        owner = flow.get_submodule(name.rpartition(".")[0]) if name in own else None
+        if isinstance(owner, FeatureVelocity) and name.endswith(".weight") and own[name].shape != value.shape:
+            small_state[name] = owner.grown_weight(value)
     for name, value in small_state.items():
         if name not in own or own[name].shape != value.shape:
             have = tuple(own[name].shape) if name in own else "none"
