@@ -79,6 +79,17 @@ def displacement_orbits(size: int) -> tuple[torch.Tensor, int]:
     return orbit, len(values)
 
 
+def torus_of(orbits: int, largest: int = 2**16) -> int:
+    """The power-of-two ``L`` whose torus has ``orbits`` displacement orbits (what a state dict's kernel or
+    momentum scaling reveals of the lattice it was trained on); ``ValueError`` if none up to ``largest``."""
+    size = 2
+    while size <= largest and displacement_orbits(size)[1] < orbits:
+        size *= 2
+    if size > largest or displacement_orbits(size)[1] != orbits:
+        raise ValueError(f"no power-of-two torus has {orbits} displacement orbits")
+    return size
+
+
 class FeatureVelocity(nn.Module):
     """``v(x, t)`` and its exact divergence for ``(N, C*K*K)`` block vectors (channel-major).
 
@@ -126,10 +137,8 @@ class FeatureVelocity(nn.Module):
         displacements of this torus it stands for (two per axis where ``|d| = L_s/2``, the small torus's own
         antipode); longer ones start at zero. On a field that repeats the small torus the two convolutions are
         then equal, so the grown global layer is the small one, repeated (tests/test_lattice_growth.py)."""
-        size = 2
-        while size < self.size and displacement_orbits(size)[1] < small.shape[1]:
-            size *= 2
-        if self.kernel != "periodic" or size >= self.size or displacement_orbits(size)[1] != small.shape[1]:
+        size = torus_of(small.shape[1], largest=self.size)
+        if self.kernel != "periodic" or size >= self.size:
             raise ValueError(f"cannot grow a {self.kernel} kernel of {small.shape[1]} orbits onto L = {self.size}")
         small_orbit = displacement_orbits(size)[0]
         d = torch.arange(self.size)

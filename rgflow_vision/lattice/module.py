@@ -9,7 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ..errors import UserError
 from ..flows import RGFlow
-from ..flows.features import FeatureVelocity, displacement_orbits
+from ..flows.features import FeatureVelocity, torus_of
 from ..flows.flat import FlatFlow
 from ..flows.spectral import MomentumScale
 from ..lightning_base import TrainingBase, read_checkpoint, resolve_checkpoint
@@ -119,8 +119,8 @@ class LatticeFlowModule(TrainingBase):
         theirs, mine = _architecture(hp["architecture"]), _architecture(self.hparams.architecture)
         if not theirs["spectral"]:  # a momentum scaling may be added on growing: it starts as the identity
             mine = {**mine, "spectral": False}
-        for key in SOLVER_KEYS:  # the same weights, integrated with another number of RK4 steps
-            theirs.pop(key, None), mine.pop(key, None)
+        # the same weights may be integrated with another number of RK4 steps
+        theirs, mine = ({k: v for k, v in a.items() if k not in SOLVER_KEYS} for a in (theirs, mine))
         if theirs != mine:
             differ = sorted(k for k in {*theirs, *mine} if theirs.get(k) != mine.get(k))
             raise UserError(f"lattice.grow_from={path} was trained with another architecture (model.{', model.'.join(differ)} "
@@ -241,10 +241,7 @@ def grow(flow, small_state: dict[str, torch.Tensor]) -> list[str]:
 
 def _momentum_scale(channels: int, log_scale: torch.Tensor) -> MomentumScale:
     """The :class:`MomentumScale` whose parameters are ``log_scale``, its torus found by its number of orbits."""
-    size = 2
-    while displacement_orbits(size)[1] < log_scale.numel():
-        size *= 2
-    layer = MomentumScale(channels, size)
+    layer = MomentumScale(channels, torus_of(log_scale.numel()))
     with torch.no_grad():
         layer.log_scale.copy_(log_scale)
     return layer
