@@ -380,7 +380,7 @@ def test_the_hierarchy_analyses_run_on_an_ode_model():
     assert result.restored.shape == (1, 1, 8, 8) and 0 < result.latents_updated <= 64
 
 
-@pytest.mark.parametrize("symmetry, channels", [("o2", 2), ("z2", 1), (None, 1)])
+@pytest.mark.parametrize("symmetry, channels", [("o2", 2), ("z2", 1), (None, 1), ("z2", 2), (None, 3)])
 def test_the_dense_circulant_and_the_fft_apply_the_same_periodic_convolution(symmetry, channels):
     """A small torus runs the periodic kernel as a dense matrix (faster there), a large one by FFT: the
     same velocity, divergence and Lipschitz scaling to rounding."""
