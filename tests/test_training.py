@@ -343,3 +343,13 @@ def test_ddp_on_two_cpu_processes_agrees_with_one_process(tmp_path):
     # Every test image counted once across the two ranks, with the noise it gets in one process.
     ddp_bpd = float(result.stdout.split("test bpd")[1].split()[0])
     assert float(evaluated.stdout.split("test bpd")[1].split()[0]) == pytest.approx(ddp_bpd, abs=1e-4)
+
+
+def test_compile_takes_false_true_or_conditioners():
+    """compile=conditioners marks every coupling network to run its residual blocks compiled (the step is
+    compiled on its first call: tests/test_reversible.py); another value is one sentence."""
+    module = FlowLitModule(1, 8, architecture={"hidden": 8, "num_res_blocks": 1, "couplings": [1]}, compile="conditioners")
+    networks = [m for m in module.modules() if hasattr(m, "fused")]
+    assert networks and all(m.fused for m in networks)
+    with pytest.raises(UserError, match="compile=fast is not an option"):
+        FlowLitModule(1, 8, architecture={"hidden": 8, "num_res_blocks": 1, "couplings": [1]}, compile="fast")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import NamedTuple
 
@@ -66,6 +67,7 @@ class ResidualMLP(nn.Module):
     def __init__(self, features: int, hidden: int, num_res_blocks: int, mlp_depth: int,
                  out_features: int | None = None):
         super().__init__()
+        self.fused = False  # fuse_conditioners: run the residual blocks compiled
         widths = [features] + [hidden] * mlp_depth + [features]
         self.res_blocks = nn.ModuleList(
             nn.Sequential(*(m for a, b in zip(widths, widths[1:]) for m in (Swish(a), _linear(a, b))))
@@ -118,16 +120,40 @@ class ResidualMLP(nn.Module):
         # Autocast is off inside: each product's input is cast to its weight's precision here, once, and the
         # swish and the residual stream stay in x's (float32).
         with _autocast_off(x.device.type):
-            for block in blocks:
-                h = x
-                for beta, weight, bias in block:
-                    h = F.linear(swish(h.to(x.dtype), beta).to(weight.dtype), weight, bias)
-                x = (x + h) * (1 / math.sqrt(2))
+            x = (fused_residual_stack() if self.fused else residual_stack)(x, blocks)
             if head is not None:
                 (i, parts), n = part or (0, 1), head[0].shape[0]
                 rows = slice(i * n // parts, (i + 1) * n // parts)
                 return F.linear(x, head[0][rows], head[1][rows])
             return (self.out_scale if keep is None else self.out_scale * keep) * x
+
+
+def residual_stack(x: torch.Tensor, blocks: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]) -> torch.Tensor:
+    """The residual blocks of a :class:`ResidualMLP` (``blocks`` of :class:`NetworkTensors`) on ``x``."""
+    for block in blocks:
+        h = x
+        for beta, weight, bias in block:
+            h = F.linear(swish(h.to(x.dtype), beta).to(weight.dtype), weight, bias)
+        x = (x + h) * (1 / math.sqrt(2))
+    return x
+
+
+@functools.cache
+def fused_residual_stack():
+    """:func:`residual_stack` through ``torch.compile``: the matrix products stay library calls, and the
+    elementwise work between them (bias, swish, casts, the residual sum and scale), which eager mode runs as
+    a dozen passes over the activations forward and backward, becomes one generated loop per gap. One
+    compilation (dynamic shapes) serves every network and level; the weights are its inputs."""
+    return torch.compile(residual_stack, dynamic=True)
+
+
+def fuse_conditioners(module: nn.Module) -> int:
+    """Run every :class:`ResidualMLP` inside ``module`` through :func:`fused_residual_stack`
+    (``compile=conditioners``); returns how many there are."""
+    networks = [m for m in module.modules() if isinstance(m, ResidualMLP)]
+    for network in networks:
+        network.fused = True
+    return len(networks)
 
 
 class NetworkTensors(NamedTuple):

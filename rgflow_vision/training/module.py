@@ -6,6 +6,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from ..errors import UserError
+from ..flows.conditioner import fuse_conditioners
 from ..lightning_base import NonFiniteLossError, TrainingBase, warmup_cosine
 from ..model import RGFlowModel
 
@@ -36,7 +37,7 @@ class FlowLitModule(TrainingBase):
         architecture: dict | None = None,
         prior: dict | None = None,
         optim: dict | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
         eval_seed: int = 0,
         dataset: dict | None = None,
     ):
@@ -48,6 +49,11 @@ class FlowLitModule(TrainingBase):
             raise UserError("prior=onsite is the on-site measure of a lattice action: use it with a lattice "
                             "experiment (e.g. experiment=lattice_phi4_massive); images take prior=laplace or gaussian")
         self.model = RGFlowModel.build(channels, image_size, bits, **prior, **(architecture or {}))
+        if compile not in (True, False, "conditioners"):
+            raise UserError(f"compile={compile} is not an option: false, true (the whole training loss) or "
+                            "conditioners (only the coupling networks' residual blocks)")
+        if compile == "conditioners":
+            fuse_conditioners(self.model)
         self.optim = dict(optim or {})
         self.train_bpd, self.val_bpd, self.test_bpd = MeanMetric(), MeanMetric(), MeanMetric()
         self._compiled_bpd = None
@@ -72,7 +78,7 @@ class FlowLitModule(TrainingBase):
 
     def _train_bpd_fn(self):
         # torch.compile compiles a callable's forward only, so compile the loss function itself.
-        if not self.hparams.compile:
+        if self.hparams.compile is not True:
             return self.model.bpd
         if self._compiled_bpd is None:
             self._compiled_bpd = torch.compile(self.model.bpd)
