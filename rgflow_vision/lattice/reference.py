@@ -79,21 +79,23 @@ MONTE_CARLO = {
         notes=["from one code only: tau_int(|M|^2) = 60-61 sweeps, thermalisation 41-42 tau"],
     ),
     ("complex_phi4", (0.5, 1.145), 16): Reference(
-        source="this repository's scripts/lattice_mc.py (2 x 256 chains x (2500 + 3000) sweeps, "
+        source="this repository's scripts/lattice_mc.py (2 x 256 chains x (10000 + 20000) sweeps, "
                "docs/lattice/mc_k0.5_L16.json)",
-        chi=(154.17, 0.33),
-        phi2=(1.25386, 0.00024),
-        two_point=[(1.25386, 0.00024), (0.87349, 0.00046), (0.73495, 0.00072), (0.66667, 0.00085), (0.6266, 0.0010), (0.6013, 0.0012), (0.5854, 0.0013), (0.5766, 0.0014), (0.5738, 0.0014)],
-        notes=["from one code only: tau_int(|M|^2) = 75-82 sweeps, thermalisation 30-34 tau"],
+        chi=(154.50, 0.12),
+        phi2=(1.25408, 0.00008),
+        two_point=[(1.25408, 0.00008), (0.87392, 0.00015), (0.73563, 0.00023), (0.66755, 0.00031), (0.62759, 0.00039), (0.60238, 0.00045), (0.58657, 0.00049), (0.57781, 0.00053), (0.57502, 0.00054)],
+        notes=["from one code only: tau_int(|M|^2) = 96-100 sweeps, thermalisation 100-104 tau; the first runs' "
+               "154.17(33) (2500 + 3000 sweeps, mc_k0.5_L16_short.json) agrees at 0.9 sigma"],
     ),
     ("complex_phi4", (0.6, 1.145), 16): Reference(
-        source="this repository's scripts/lattice_mc.py (2 x 256 chains x (2500 + 3000) sweeps, "
+        source="this repository's scripts/lattice_mc.py (2 x 256 chains x (10000 + 20000) sweeps, "
                "docs/lattice/mc_k0.6_L16.json)",
-        chi=(250.78, 0.23),
-        phi2=(1.47603, 0.00013),
-        two_point=[(1.47603, 0.00013), (1.18555, 0.00021), (1.08318, 0.00033), (1.03171, 0.00048), (1.00057, 0.00063), (0.98032, 0.00077), (0.96736, 0.00089), (0.96005, 0.00097), (0.95759, 0.00100)],
-        notes=["from one code only: tau_int(|M|^2) = 50-86 sweeps, thermalisation 29-50 tau",
-               "the earlier 250.32(40), thermalised 1000 sweeps (12-17 tau), agrees at 1.0 sigma"],
+        chi=(251.138, 0.076),
+        phi2=(1.47615, 0.00005),
+        two_point=[(1.47615, 0.00005), (1.18572, 0.00008), (1.08351, 0.00012), (1.03225, 0.00016), (1.00130, 0.00021), (0.98125, 0.00025), (0.96845, 0.00029), (0.96126, 0.00032), (0.95895, 0.00033)],
+        notes=["from one code only: tau_int(|M|^2) = 58-59 sweeps, thermalisation 170-172 tau",
+               "the first runs' 250.78(23) (2500 + 3000 sweeps, mc_k0.6_L16_short.json) sits 1.5 sigma below; "
+               "the earliest 250.32(40), thermalised 1000 sweeps (12-17 tau), 2.0 sigma"],
     ),
     ("complex_phi4", (0.7, 1.145), 16): Reference(
         source="this repository's scripts/lattice_mc.py (2 x 256 chains x (10000 + 20000) sweeps, "
