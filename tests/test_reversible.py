@@ -88,7 +88,7 @@ def test_eval_mode_uses_plain_autograd_so_forward_mode_jvps_work():
     assert torch.allclose(jvp, fd, atol=1e-6)
 
 
-@pytest.mark.slow  # one torch.compile of the residual blocks (about 20 s on 2 cores)
+@pytest.mark.slow  # one torch.compile of the residual blocks (about 25 s)
 def test_fused_conditioners_give_the_eager_values_and_gradients_in_reversible_mode():
     """compile=conditioners (fuse_conditioners): the same flow, its residual blocks compiled; the log-det and
     every gradient of the reversible backward equal the eager ones to rounding."""
