@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from rgflow_vision.flows.conditioner import fuse_conditioners
+
 from .conftest import perturbed_flow
 
 
@@ -92,8 +94,6 @@ def test_eval_mode_uses_plain_autograd_so_forward_mode_jvps_work():
 def test_fused_conditioners_give_the_eager_values_and_gradients_in_reversible_mode():
     """compile=conditioners (fuse_conditioners): the same flow, its residual blocks compiled; the log-det and
     every gradient of the reversible backward equal the eager ones to rounding."""
-    from rgflow_vision.flows.conditioner import fuse_conditioners
-
     _, eager = twin_flows()
     _, fused = twin_flows()
     assert fuse_conditioners(fused) > 0
