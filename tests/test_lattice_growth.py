@@ -10,6 +10,7 @@ checks, starts as the identity and commutes with the lattice translations that k
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -266,3 +267,32 @@ def test_a_grown_global_ode_layer_stays_exact_and_o2_equivariant():
     rotate = lambda v: torch.stack([c * v[:, 0] - s * v[:, 1], s * v[:, 0] + c * v[:, 1]], 1)
     z_rotated, logdet_rotated = big.encode(rotate(x))
     assert torch.allclose(z_rotated, rotate(z), atol=1e-10) and torch.allclose(logdet_rotated, logdet, atol=1e-10)
+
+
+# -- lattice.pretrain: the smaller torus first, in one command -----------------------------------------
+
+TINY_REAL = ["experiment=lattice_phi4_real", "model.features=2", "model.time_basis=2", "lattice.batch_size=16",
+             "lattice.eval_samples=64", "dataset.steps_per_epoch=2", "trainer.max_epochs=1", "trainer.max_time=null",
+             "trainer.enable_progress_bar=false", "optim.warmup_steps=1", "test=false", "lattice.size=8"]
+
+
+def test_lattice_pretrain_trains_the_smaller_torus_first_then_grows_from_it_and_a_stopped_one_resumes(tmp_path):
+    cfg = compose_cfg(tmp_path, *TINY_REAL, "lattice.pretrain={size: 4, optim: {lr: 1e-2}}")
+    results = train_app.train(cfg)
+    first = tmp_path / "run" / "pretrain_L4" / "checkpoints" / "last.ckpt"
+    small = torch.load(first, map_location="cpu", weights_only=False)
+    assert small["hyper_parameters"]["size"] == 4 and small["hyper_parameters"]["optim"]["lr"] == 1e-2
+    grown, _ = load_module(str(results["last_ckpt"]), LatticeFlowModule)
+    assert grown.size == 8 and grown.hparams.grow_from == str(first) and grown.hparams.optim["lr"] == 3e-3
+    # a run stopped during its pretraining (its folder holds the pretraining's checkpoint only): that checkpoint
+    # resumes the pretraining (2 more steps), then the L = 8 stage grows from it in the same run folder
+    stopped = tmp_path / "stopped" / "pretrain_L4" / "checkpoints" / "last.ckpt"
+    stopped.parent.mkdir(parents=True)
+    shutil.copy(first, stopped)
+    again = train_app.train(compose_cfg(tmp_path / "again", *TINY_REAL, "lattice.pretrain={size: 4}",
+                                        "trainer.max_epochs=2", f"ckpt_path={stopped}"))
+    assert torch.load(stopped, map_location="cpu", weights_only=False)["global_step"] == 4
+    assert again["run_dir"].resolve() == (tmp_path / "stopped").resolve()
+    assert load_module(str(again["last_ckpt"]), LatticeFlowModule)[0].hparams.grow_from == str(stopped.resolve())
+    with pytest.raises(UserError, match="lattice.pretrain.size=8 must be a lattice size below"):
+        train_app.train(compose_cfg(tmp_path / "same", *TINY_REAL, "lattice.pretrain={size: 8}"))

@@ -132,6 +132,14 @@ def test_lattice_size_16_adds_a_level_and_the_prior_is_the_configured_one(tmp_pa
         train_app.build_module(compose_cfg(tmp_path, "experiment=lattice_free", "lattice.size=12"), None)
 
 
+def test_compile_conditioners_switches_the_ode_velocities_to_their_compiled_path(tmp_path):
+    cfg = compose_cfg(tmp_path, "experiment=lattice_free", "model=ode_lattice", "compile=conditioners")
+    velocities = [m for m in train_app.build_module(cfg, None).flow.modules() if hasattr(m, "omega")]
+    assert velocities and all(v.fused for v in velocities)
+    with pytest.raises(UserError, match="not an option for a lattice training"):
+        train_app.build_module(compose_cfg(tmp_path, "experiment=lattice_free", "compile=true"), None)
+
+
 def test_an_unknown_action_is_a_user_error(tmp_path):
     cfg = compose_cfg(tmp_path, "experiment=lattice_free", "action.name=ising")
     with pytest.raises(UserError, match="not a lattice action"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import signal
 import tempfile
@@ -12,7 +13,7 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..errors import Interrupted, UserError
 from ..lightning_base import check_optim
@@ -102,8 +103,45 @@ def check_writable(folder: Path) -> None:
                         "folder you can write, e.g. hydra.run.dir=$HOME/rgflow-runs/run1") from None
 
 
+def pretrain(cfg: DictConfig) -> None:
+    """``lattice.pretrain`` (``{size, max_time, optim}``): train the same flow on a smaller torus first, in
+    ``<run>/pretrain_L<size>``, and start this run from it (``lattice.grow_from``): the local couplings are
+    learned where steps are cheap (real phi^4, L = 16 then 32: docs/lattice.md). ``optim`` overrides this run's
+    keys for that stage. Skipped when this run resumes (its checkpoint has the weights) or names its own
+    ``grow_from``; a ``ckpt_path`` inside the pretraining folder resumes the pretraining, then goes on."""
+    stage = (cfg.get("lattice") or {}).get("pretrain")
+    if not stage or cfg.lattice.get("grow_from"):
+        return
+    size = stage.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or size >= cfg.lattice.size:
+        raise UserError(f"lattice.pretrain.size={size} must be a lattice size below lattice.size={cfg.lattice.size}: "
+                        "pass a smaller one, or lattice.pretrain=null to train at this size from the start")
+    folder, resume = f"pretrain_L{size}", None
+    if cfg.get("ckpt_path"):
+        path = resolve_checkpoint(cfg.ckpt_path, key="ckpt_path")
+        if path.parent.name != "checkpoints" or path.parent.parent.name != folder:
+            return  # this run's own checkpoint: the pretraining is done
+        resume = str(path)
+        with open_dict(cfg):
+            cfg.ckpt_path, cfg.paths.output_dir = None, str(path.parent.parent.parent.resolve())
+    small = copy.deepcopy(cfg)
+    with open_dict(small):
+        small.lattice.size, small.lattice.pretrain, small.test, small.ckpt_path = size, None, False, resume
+        small.paths.output_dir = str(Path(cfg.paths.output_dir) / folder)
+        small.trainer.max_time = stage.get("max_time", cfg.trainer.get("max_time"))
+        small.optim = OmegaConf.merge(cfg.optim, stage.get("optim") or {})
+    print(f"pretraining at L = {size} in {small.paths.output_dir}, then L = {cfg.lattice.size} grown from it")
+    done = train(small)
+    if not done.get("last_ckpt"):
+        raise UserError(f"the pretraining at L = {size} wrote no checkpoint (callbacks without one, or fast_dev_run): "
+                        "use the lattice callbacks, or lattice.pretrain=null")
+    with open_dict(cfg):
+        cfg.lattice.grow_from = str(done["last_ckpt"])
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit, test, and report where everything went. Returns the metrics and paths."""
+    pretrain(cfg)
     ckpt_path = None
     if cfg.get("ckpt_path"):
         ckpt_path = resolve_checkpoint(cfg.ckpt_path, key="ckpt_path")

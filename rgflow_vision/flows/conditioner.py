@@ -148,9 +148,10 @@ def fused_residual_stack():
 
 
 def fuse_conditioners(module: nn.Module) -> int:
-    """Run every :class:`ResidualMLP` inside ``module`` through :func:`fused_residual_stack`
-    (``compile=conditioners``); returns how many there are."""
-    networks = [m for m in module.modules() if isinstance(m, ResidualMLP)]
+    """Run the networks inside ``module`` through their compiled paths (``compile=conditioners``): every
+    :class:`ResidualMLP`'s residual blocks (:func:`fused_residual_stack`) and every feature ODE velocity
+    (:func:`~.features.fused_feature_velocity`), all modules with a ``fused`` switch; returns how many."""
+    networks = [m for m in module.modules() if hasattr(m, "fused")]
     for network in networks:
         network.fused = True
     return len(networks)

@@ -34,6 +34,7 @@ cap the field does not depend on the step count: train at few steps, sample at m
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -129,6 +130,7 @@ class FeatureVelocity(nn.Module):
         c = self.mixed
         self.weight = nn.Parameter(torch.zeros(time_basis, count, self.num_features, c, c))  # (b, orbit, f, out, in)
         self.bias = nn.Parameter(torch.zeros(time_basis, channels, 1)) if symmetry is None else None
+        self.fused = False  # fuse_conditioners: run feature_velocity compiled
 
     @torch.no_grad()
     def grown_weight(self, small: torch.Tensor) -> torch.Tensor:
@@ -195,46 +197,65 @@ class FeatureVelocity(nn.Module):
             return torch.ones_like(omega)
         return omega.abs().repeat(2 if self.symmetry is None else 1)
 
-    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The nonlinear features ``(N, A, F, C, S)`` of ``x`` viewed as ``(N, A, C, S)``, and the trace of
-        each one's on-site Jacobian ``(N, F, C, S)`` (summed over the ``A`` components)."""
-        omega = self.omega.to(x.dtype).view(-1, 1, 1)
-        if self.symmetry == "o2":  # g(r) phi with g = exp(-omega^2 r^2): trace 2 g + r g'(r) = 2 g (1 - omega^2 r^2)
-            width = omega.square()
-            r2 = (x[:, 0] * x[:, 0] + x[:, 1] * x[:, 1]).unsqueeze(1)  # (N, 1, C, S)
-            g = torch.exp(-width * r2)
-            return g.unsqueeze(1) * x.unsqueeze(2), 2 * g * (1 - width * r2)
-        phase = omega * x  # (N, F, C, S): A = 1
-        sin, cos = torch.sin(phase), torch.cos(phase)
-        if self.symmetry is None:
-            return torch.cat([sin, cos - 1], dim=1).unsqueeze(1), torch.cat([omega * cos, -omega * sin], dim=1)
-        return sin.unsqueeze(1), omega * cos
-
     def forward(self, x: torch.Tensor, t: float, operators=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(v, div v)``: ``(N, C*K*K)`` and ``(N,)``; ``operators`` from :meth:`operators` (else built here)."""
-        n, a, c, k = x.shape[0], self.components, self.mixed, self.size
-        s = k * k
         mixing, diagonal = operators if operators is not None else self.operators(x.dtype)
         basis = self.time_basis(t, x.dtype)
         mixing = (basis.view(-1, *[1] * (mixing.dim() - 1)) * mixing).sum(0)
         diagonal = torch.tensordot(basis, diagonal, dims=1)  # (F, C[, S])
-        x = x.view(n, a, c, s)
-        feats, trace = self.features(x)
-        if self.dense:  # the linear term (rows 0 .. C*S) apart: no concatenation
-            linear = c * s
-            v = torch.addmm(x.reshape(n * a, linear) @ mixing[:linear], feats.reshape(n * a, -1), mixing[linear:])
-            div = trace.reshape(n, -1) @ diagonal[1:].reshape(-1) + a * diagonal[0].sum()
-        else:  # the convolution v_x = sum_y W_{x-y} K(phi_y) on the torus, by FFT
-            spectra = torch.fft.rfft2(torch.cat([x.unsqueeze(2), feats], dim=2).view(n, a, -1, 1, c, k, k))
-            # Per momentum a (F*C_in -> C_out) product, written as a broadcast multiply and sum: the einsum's
-            # complex bmm ran batched over the K*(K//2+1) momenta one select and copy at a time on the CPU
-            # (at L = 32 a third of the global layer's training step, docs/ode.md).
-            v = torch.fft.irfft2((spectra * mixing).sum((2, 4)), s=(k, k))
-            div = trace.sum(-1).reshape(n, -1) @ diagonal[1:].reshape(-1) + a * s * diagonal[0].sum()
-        v = v.reshape(n, a * c * s)
+        velocity = fused_feature_velocity() if self.fused else feature_velocity
+        v, div = velocity(x, mixing, diagonal, self.omega.to(x.dtype), self.symmetry, self.dense, self.components,
+                          self.mixed, self.size)
         if self.bias is not None:  # (C, 1): per channel, the same at every site
-            v = v + torch.tensordot(basis, self.bias.to(x.dtype), dims=1).expand(-1, s).reshape(1, -1)
+            v = v + torch.tensordot(basis, self.bias.to(x.dtype), dims=1).expand(-1, self.size**2).reshape(1, -1)
         return v, div
+
+
+def site_features(x: torch.Tensor, omega: torch.Tensor, symmetry: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The nonlinear features ``(N, A, F, C, S)`` of ``x`` viewed as ``(N, A, C, S)``, and the trace of
+    each one's on-site Jacobian ``(N, F, C, S)`` (summed over the ``A`` components)."""
+    omega = omega.view(-1, 1, 1)
+    if symmetry == "o2":  # g(r) phi with g = exp(-omega^2 r^2): trace 2 g + r g'(r) = 2 g (1 - omega^2 r^2)
+        width = omega.square()
+        r2 = (x[:, 0] * x[:, 0] + x[:, 1] * x[:, 1]).unsqueeze(1)  # (N, 1, C, S)
+        g = torch.exp(-width * r2)
+        return g.unsqueeze(1) * x.unsqueeze(2), 2 * g * (1 - width * r2)
+    phase = omega * x  # (N, F, C, S): A = 1
+    sin, cos = torch.sin(phase), torch.cos(phase)
+    if symmetry is None:
+        return torch.cat([sin, cos - 1], dim=1).unsqueeze(1), torch.cat([omega * cos, -omega * sin], dim=1)
+    return sin.unsqueeze(1), omega * cos
+
+
+def feature_velocity(x: torch.Tensor, mixing: torch.Tensor, diagonal: torch.Tensor, omega: torch.Tensor,
+                     symmetry: str | None, dense: bool, a: int, c: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:meth:`FeatureVelocity.forward` at one time, without the bias: ``mixing`` and ``diagonal`` are the
+    operators already summed over the time basis. A plain function of tensors, so that ``torch.compile`` can
+    take it whole (:func:`fused_feature_velocity`)."""
+    n, s = x.shape[0], k * k
+    x = x.view(n, a, c, s)
+    feats, trace = site_features(x, omega, symmetry)
+    if dense:  # the linear term (rows 0 .. C*S) apart: no concatenation
+        linear = c * s
+        v = torch.addmm(x.reshape(n * a, linear) @ mixing[:linear], feats.reshape(n * a, -1), mixing[linear:])
+        div = trace.reshape(n, -1) @ diagonal[1:].reshape(-1) + a * diagonal[0].sum()
+    else:  # the convolution v_x = sum_y W_{x-y} K(phi_y) on the torus, by FFT
+        spectra = torch.fft.rfft2(torch.cat([x.unsqueeze(2), feats], dim=2).view(n, a, -1, 1, c, k, k))
+        # Per momentum a (F*C_in -> C_out) product, written as a broadcast multiply and sum: the einsum's
+        # complex bmm ran batched over the K*(K//2+1) momenta one select and copy at a time on the CPU
+        # (at L = 32 a third of the global layer's training step, docs/ode.md).
+        v = torch.fft.irfft2((spectra * mixing).sum((2, 4)), s=(k, k))
+        div = trace.sum(-1).reshape(n, -1) @ diagonal[1:].reshape(-1) + a * s * diagonal[0].sum()
+    return v.reshape(n, a * c * s), div
+
+
+@functools.cache
+def fused_feature_velocity():
+    """:func:`feature_velocity` through ``torch.compile`` (``compile=conditioners``, as the coupling networks'
+    residual blocks): the features, their traces and the reshapes around the matrix products (or FFTs) become a
+    few generated loops instead of a dozen eager passes forward and backward. Dynamic shapes: one compilation
+    serves every level and batch."""
+    return torch.compile(feature_velocity, dynamic=True)
 
 
 class FeatureODEBlock(StoredBackward):

@@ -9,6 +9,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ..errors import UserError
 from ..flows import RGFlow
+from ..flows.conditioner import fuse_conditioners
 from ..flows.features import FeatureVelocity, torus_of
 from ..flows.flat import FlatFlow
 from ..flows.spectral import MomentumScale
@@ -32,6 +33,9 @@ class LatticeFlowModule(TrainingBase):
     The loss is the reverse KL ``E_{x~q}[log q(x) + S(x)] = KL(q||p) - ln Z``, on ``batch_size`` fresh
     draws per step, so ``-loss`` is a lower bound on ``ln Z``. The fields are the flow's output as
     they are: no pixel transform.
+
+    ``compile="conditioners"`` runs the flow's coupling networks and feature ODE velocities through
+    ``torch.compile`` (:func:`~..flows.conditioner.fuse_conditioners`), the rest eager.
 
     ``architecture["flow"]`` picks the flow: ``"rgflow"`` (the default, conf/model/lattice.yaml) or ``"flat"``
     (checkerboard couplings over the whole lattice, conf/model/flat.yaml). ``grow_from`` (``lattice.grow_from``)
@@ -61,12 +65,18 @@ class LatticeFlowModule(TrainingBase):
         eval_samples: int,
         optim: dict | None = None,
         grow_from: str | None = None,
+        compile: bool | str = False,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.target = _action(action)
         self.size = int(size)
         self.flow = build_flow(self.target.channels, self.size, architecture)
+        if compile not in (False, "conditioners"):
+            raise UserError(f"compile={compile} is not an option for a lattice training: false, or conditioners (the "
+                            "flow's networks and ODE velocities compiled, their matrix products left to the library)")
+        if compile:
+            fuse_conditioners(self.flow)
         self.grow_from = grow_from
         self.prior = self._prior(prior)
         self.batch_size, self.eval_samples = int(batch_size), int(eval_samples)

@@ -51,7 +51,7 @@ class FlowLitModule(TrainingBase):
         self.model = RGFlowModel.build(channels, image_size, bits, **prior, **(architecture or {}))
         if compile not in (True, False, "conditioners"):
             raise UserError(f"compile={compile} is not an option: false, true (the whole training loss) or "
-                            "conditioners (only the coupling networks' residual blocks)")
+                            "conditioners (only the coupling networks' residual blocks and feature ODE velocities)")
         if compile == "conditioners":
             fuse_conditioners(self.model)
         self.optim = dict(optim or {})
