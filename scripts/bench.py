@@ -15,7 +15,8 @@ whether it has bf16 matrix units (avx512_bf16 / amx_bf16): without them bf16 is 
 autograd), ``reversible`` (activations rebuilt from outputs in backward), ``bf16`` (autocast;
 combine with either), ``compiled`` (``torch.compile`` of the loss, as ``compile=true`` trains; combine with any:
 the warm-up step, first in ``steps_s``, includes the compilation), ``fused`` (``torch.compile`` of the conditioners'
-residual blocks only, as ``compile=conditioners`` trains: their elementwise work fused between the matrix products). With bf16 the bits/dim of a fixed batch is compared with float32, and the torch
+residual blocks and feature ODE velocities only, as ``compile=conditioners`` trains: their elementwise work fused
+between the matrix products). With bf16 the bits/dim of a fixed batch is compared with float32, and the torch
 profiler counts the dtype casts of one step (aten::_to_copy, forward and backward) per matrix product.
 
 ``--limit`` sets the step against what this CPU's matrix products allow: one step runs under
@@ -336,7 +337,7 @@ def measure(model_name: str, size: int, channels: int, batch: int, mode: str, st
         opt, loss_fn = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True), None
         if "compiled" in mode:  # what compile=true does in training; the warm-up step compiles (steps_s[0])
             loss_fn = torch.compile(model.bpd)
-        if "fused" in mode:  # compile=conditioners: only the conditioners' residual blocks, compiled
+        if "fused" in mode:  # compile=conditioners: only the conditioners and ODE velocities, compiled
             fuse_conditioners(model)
     bf16 = "bf16" in mode
     x = torch.randint(0, 256, (batch, channels, size, size))
@@ -392,7 +393,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int)
     parser.add_argument("--mode", nargs="+", default=["stored"],
                         help="stored | reversible, optionally with bf16 and/or compiled (torch.compile of the loss) or fused "
-                             "(of the conditioners' residual blocks only)")
+                             "(of the conditioners' residual blocks and ODE velocities only)")
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
