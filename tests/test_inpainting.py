@@ -120,7 +120,8 @@ def test_a_repeated_cone_encoder_is_the_encoder_of_the_repeated_images():
     twin = ConeEncoder(flow, reference, masks).repeat(3)
     direct = ConeEncoder(flow, reference.repeat_interleave(3, 0), masks.repeat_interleave(3, 0))
     (z, logdet), (z_direct, logdet_direct) = twin(x), direct(x)
-    assert torch.equal(z, z_direct) and torch.allclose(logdet, logdet_direct)
+    # equal up to rounding: the matrix products of batches of 2 and 6 may take different BLAS kernels (AMD)
+    assert torch.allclose(z, z_direct, rtol=0, atol=1e-12) and torch.allclose(logdet, logdet_direct)
     assert torch.allclose(twin.logdet_rest, direct.logdet_rest)
 
 
