@@ -296,3 +296,7 @@ def test_lattice_pretrain_trains_the_smaller_torus_first_then_grows_from_it_and_
     assert load_module(str(again["last_ckpt"]), LatticeFlowModule)[0].hparams.grow_from == str(stopped.resolve())
     with pytest.raises(UserError, match="lattice.pretrain.size=8 must be a lattice size below"):
         train_app.train(compose_cfg(tmp_path / "same", *TINY_REAL, "lattice.pretrain={size: 8}"))
+    # the run's own size is checked before the pretraining spends its time
+    with pytest.raises(UserError, match="12"):
+        train_app.train(compose_cfg(tmp_path / "odd", *TINY_REAL, "lattice.size=12", "lattice.pretrain={size: 4}"))
+    assert not (tmp_path / "odd" / "run" / "pretrain_L4").exists()

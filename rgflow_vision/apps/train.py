@@ -116,6 +116,8 @@ def pretrain(cfg: DictConfig) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or size >= cfg.lattice.size:
         raise UserError(f"lattice.pretrain.size={size} must be a lattice size below lattice.size={cfg.lattice.size}: "
                         "pass a smaller one, or lattice.pretrain=null to train at this size from the start")
+    check_values(cfg)  # this run's own mistakes (a lattice size, a learning rate) now, not after the pretraining
+    build_module(cfg, None)
     folder, resume = f"pretrain_L{size}", None
     if cfg.get("ckpt_path"):
         path = resolve_checkpoint(cfg.ckpt_path, key="ckpt_path")

@@ -71,10 +71,10 @@ class LatticeFlowModule(TrainingBase):
         self.save_hyperparameters()
         self.target = _action(action)
         self.size = int(size)
-        self.flow = build_flow(self.target.channels, self.size, architecture)
         if compile not in (False, "conditioners"):
             raise UserError(f"compile={compile} is not an option for a lattice training: false, or conditioners (the "
                             "flow's networks and ODE velocities compiled, their matrix products left to the library)")
+        self.flow = build_flow(self.target.channels, self.size, architecture)
         if compile:
             fuse_conditioners(self.flow)
         self.grow_from = grow_from
