@@ -165,23 +165,22 @@ class FeatureVelocity(nn.Module):
     def operators(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The mixing per time-basis function, built once per block call: dense (``block``, or a small
         ``periodic`` torus): matrices ``(B, F*C*S, C*S)`` (rows: feature, input channel, site y; columns: output
-        channel, site x); ``periodic`` by FFT: the kernels' spectra ``(B, F, C_out, C_in, K, K//2+1)``. And the
+        channel, site x); ``periodic`` by FFT: the kernels ``(B, F, C_out, C_in, K, K)`` on the torus. And the
         weights of the on-site terms, ``W_{xx,f,cc}``: ``(B, F, C, S)`` (dense) or ``(B, F, C)`` (FFT)."""
         w = self.weight.to(dtype)  # (B, orbits, F, out, in)
         b, f, c, k = w.shape[0], w.shape[2], self.mixed, self.size
         if self.kernel == "periodic":
             kernel = w[:, self.orbit.view(-1)].view(b, k, k, f, c, c).permute(0, 3, 4, 5, 1, 2)
-            spectra = torch.fft.rfft2(kernel)
             # A convolution's norm is max_k |K(k)| (Frobenius over the channels: an upper bound).
-            squares = torch.view_as_real(spectra).square().sum((2, 3, -1)).flatten(2).amax(-1)
+            squares = torch.view_as_real(torch.fft.rfft2(kernel)).square().sum((2, 3, -1)).flatten(2).amax(-1)
         if self.dense:
             m = w[:, self.orbit if self.kernel == "block" else self.pair_orbit]  # (B, S_x, S_y, F, out, in)
             mixing = m.permute(0, 3, 5, 2, 4, 1).reshape(b, f * c * k * k, c * k * k)
             diagonal = m.diagonal(dim1=1, dim2=2).diagonal(dim1=2, dim2=3).transpose(-1, -2)
             if self.kernel == "block":
                 squares = mixing.view(b, f, -1).square().sum(-1)  # Frobenius^2: >= the spectral norm^2
-        else:
-            mixing, diagonal = spectra, w[:, self.orbit[0, 0]].diagonal(dim1=2, dim2=3)  # the zero displacement
+        else:  # the real kernels, transformed per evaluation (periodic_convolution)
+            mixing, diagonal = kernel, w[:, self.orbit[0, 0]].diagonal(dim1=2, dim2=3)  # the zero displacement
         norms = squares.clamp(min=1e-30).sqrt()  # zero weights (the initial identity) get zero gradients, not NaN
         if math.isfinite(self.lipschitz):  # Lip(v) <= sum_(b,f) |K_f'|_max ||W_(b,f)|| (|P_b| <= 1)
             slope = torch.cat([norms.new_ones(1), self.feature_slopes(dtype)])
@@ -240,13 +239,47 @@ def feature_velocity(x: torch.Tensor, mixing: torch.Tensor, diagonal: torch.Tens
         v = torch.addmm(x.reshape(n * a, linear) @ mixing[:linear], feats.reshape(n * a, -1), mixing[linear:])
         div = trace.reshape(n, -1) @ diagonal[1:].reshape(-1) + a * diagonal[0].sum()
     else:  # the convolution v_x = sum_y W_{x-y} K(phi_y) on the torus, by FFT
-        spectra = torch.fft.rfft2(torch.cat([x.unsqueeze(2), feats], dim=2).view(n, a, -1, 1, c, k, k))
-        # Per momentum a (F*C_in -> C_out) product, written as a broadcast multiply and sum: the einsum's
-        # complex bmm ran batched over the K*(K//2+1) momenta one select and copy at a time on the CPU
-        # (at L = 32 a third of the global layer's training step, docs/ode.md).
-        v = torch.fft.irfft2((spectra * mixing).sum((2, 4)), s=(k, k))
+        signals = torch.cat([x.unsqueeze(2), feats], dim=2).view(n * a, -1, k, k)  # (N*A, F*C_in, K, K)
+        kernel = mixing.transpose(0, 1).reshape(c, -1, k, k)  # (C_out, F*C_in, K, K)
+        v = periodic_convolution(signals, kernel)
         div = trace.sum(-1).reshape(n, -1) @ diagonal[1:].reshape(-1) + a * s * diagonal[0].sum()
     return v.reshape(n, a * c * s), div
+
+
+class PeriodicConvolution(torch.autograd.Function):
+    """``v[n, q] = sum_p k[q, p] (*) x[n, p]``, circular convolutions on the ``K x K`` torus by FFT, with the
+    adjoints written out: the input's gradient is the correlation with the kernel, ``irfft2(conj(k^) g^)``, and
+    the kernel's the correlation of the gradient with the input, ``irfft2(sum_n conj(x^) g^)``. Autograd's own
+    backward of ``rfft2`` pads the half spectrum and runs a full complex transform per input plane, with copies
+    around it: at L = 32 (batch 64, nine feature planes) that was half the global layer's training step."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        x_hat, k_hat = torch.fft.rfft2(x), torch.fft.rfft2(kernel)  # (N, P, K, K//2+1), (Q, P, K, K//2+1)
+        ctx.save_for_backward(x_hat, k_hat)
+        ctx.size = size
+        # Per momentum a (P -> Q) product as a broadcast multiply and sum: a complex einsum ran as a bmm batched
+        # over the momenta, one select and copy at a time on the CPU (docs/ode.md).
+        return torch.fft.irfft2((x_hat.unsqueeze(1) * k_hat).sum(2), s=size)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x_hat, k_hat = ctx.saved_tensors
+        g_hat = torch.fft.rfft2(grad).unsqueeze(2)  # (N, Q, 1, K, K//2+1)
+        grad_x = grad_k = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.fft.irfft2((k_hat.conj() * g_hat).sum(1), s=ctx.size)
+        if ctx.needs_input_grad[1]:
+            grad_k = torch.fft.irfft2((x_hat.conj().unsqueeze(1) * g_hat).sum(0), s=ctx.size)
+        return grad_x, grad_k
+
+
+def periodic_convolution(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``(N, P, K, K)`` signals and ``(Q, P, K, K)`` kernels on the torus -> ``(N, Q, K, K)``
+    (:class:`PeriodicConvolution`)."""
+    return PeriodicConvolution.apply(x, kernel)
 
 
 @functools.cache
