@@ -152,15 +152,16 @@ class FeatureVelocity(nn.Module):
         weight[:, self.orbit.reshape(-1)] = grown  # the members of an orbit carry equal values
         return weight
 
-    def time_basis(self, t: float, dtype: torch.dtype) -> torch.Tensor:
-        """Legendre polynomials ``P_b(2t - 1)``, ``b = 0 .. time_basis - 1``: at most 1 in size on
-        ``[0, 1]`` (the Lipschitz cap assumes it), and RK4's quadrature (Simpson's rule) integrates
+    def time_basis(self, times: list[float], dtype: torch.dtype) -> torch.Tensor:
+        """Legendre polynomials ``P_b(2t - 1)``, ``b = 0 .. time_basis - 1``, at each of ``times``: ``(T, B)``. At most
+        1 in size on ``[0, 1]`` (the Lipschitz cap assumes it), and RK4's quadrature (Simpson's rule) integrates
         those of degree <= 3 exactly: the time dependence alone leaves no quadrature error to exploit.
         (Whether the cosines were worse was not isolated: at 2 steps both were exploited, see FeatureODEBlock.)"""
-        x, values = 2 * t - 1, [1.0, 2 * t - 1]
+        x = 2 * torch.tensor(times, dtype=torch.float64) - 1
+        values = [torch.ones_like(x), x]
         for n in range(1, self.weight.shape[0] - 1):
             values.append(((2 * n + 1) * x * values[n] - n * values[n - 1]) / (n + 1))
-        return torch.tensor(values[: self.weight.shape[0]], dtype=dtype, device=self.weight.device)
+        return torch.stack(values[: self.weight.shape[0]], dim=1).to(dtype=dtype, device=self.weight.device)
 
     def operators(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The mixing per time-basis function, built once per block call: dense (``block``, or a small
@@ -196,18 +197,27 @@ class FeatureVelocity(nn.Module):
             return torch.ones_like(omega)
         return omega.abs().repeat(2 if self.symmetry is None else 1)
 
+    def at_times(self, times: list[float], operators, dtype: torch.dtype):
+        """The velocity's operators at each of ``times`` (summed over the time basis): ``(mixing, diagonal, bias)``
+        with a leading ``T`` axis; ``bias`` ``(T, 1, C*K*K)``, or None where the symmetry forbids one."""
+        mixing, diagonal = operators if operators is not None else self.operators(dtype)
+        basis = self.time_basis(times, dtype)
+        bias = self.bias
+        if bias is not None:  # (B, C, 1): per channel, the same at every site
+            bias = torch.tensordot(basis, bias.to(dtype), dims=1).expand(-1, -1, self.size**2).reshape(len(times), 1, -1)
+        return torch.tensordot(basis, mixing, dims=1), torch.tensordot(basis, diagonal, dims=1), bias
+
+    @property
+    def layout(self) -> tuple:
+        """What :func:`feature_velocity` needs besides tensors: symmetry, dense, components, mixed channels, size."""
+        return self.symmetry, self.dense, self.components, self.mixed, self.size
+
     def forward(self, x: torch.Tensor, t: float, operators=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(v, div v)``: ``(N, C*K*K)`` and ``(N,)``; ``operators`` from :meth:`operators` (else built here)."""
-        mixing, diagonal = operators if operators is not None else self.operators(x.dtype)
-        basis = self.time_basis(t, x.dtype)
-        mixing = (basis.view(-1, *[1] * (mixing.dim() - 1)) * mixing).sum(0)
-        diagonal = torch.tensordot(basis, diagonal, dims=1)  # (F, C[, S])
+        mixing, diagonal, bias = self.at_times([t], operators, x.dtype)
         velocity = fused_feature_velocity() if self.fused else feature_velocity
-        v, div = velocity(x, mixing, diagonal, self.omega.to(x.dtype), self.symmetry, self.dense, self.components,
-                          self.mixed, self.size)
-        if self.bias is not None:  # (C, 1): per channel, the same at every site
-            v = v + torch.tensordot(basis, self.bias.to(x.dtype), dims=1).expand(-1, self.size**2).reshape(1, -1)
-        return v, div
+        v, div = velocity(x, mixing[0], diagonal[0], self.omega.to(x.dtype), *self.layout)
+        return (v if bias is None else v + bias[0]), div
 
 
 def site_features(x: torch.Tensor, omega: torch.Tensor, symmetry: str | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,6 +301,31 @@ def fused_feature_velocity():
     return torch.compile(feature_velocity, dynamic=True)
 
 
+def rk4_step(x: torch.Tensor, logdet: torch.Tensor, h: torch.Tensor, mixing: torch.Tensor, diagonal: torch.Tensor,
+             bias: torch.Tensor | None, omega: torch.Tensor, *layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """One RK4 step of the augmented state ``(x, log det)`` by ``h`` (a 0-dim tensor): ``mixing``, ``diagonal``
+    and ``bias`` hold the velocity's operators at the step's three times (start, middle, end;
+    :meth:`FeatureVelocity.at_times`). A plain function of tensors, so that ``torch.compile`` takes the four
+    evaluations and the updates between them whole (:func:`fused_rk4_step`)."""
+    def velocity(y, j):
+        v, div = feature_velocity(y, mixing[j], diagonal[j], omega, *layout)
+        return (v if bias is None else v + bias[j]), div
+
+    k1, d1 = velocity(x, 0)
+    k2, d2 = velocity(x + h / 2 * k1, 1)
+    k3, d3 = velocity(x + h / 2 * k2, 1)
+    k4, d4 = velocity(x + h * k3, 2)
+    return x + h / 6 * (k1 + k4 + 2 * (k2 + k3)), logdet + h / 6 * (d1 + d4 + 2 * (d2 + d3))
+
+
+@functools.cache
+def fused_rk4_step():
+    """:func:`rk4_step` through ``torch.compile`` (``compile=conditioners``): one graph per RK4 step, the features, the
+    traces and the updates between the four evaluations fused. The step ``h`` is a tensor and the shapes are dynamic,
+    so one compilation serves every step count, direction, level and batch (grad and no-grad apart)."""
+    return torch.compile(rk4_step, dynamic=True)
+
+
 class FeatureODEBlock(StoredBackward):
     """``(N, C*K*K) -> (N, C*K*K)``: ``steps`` RK4 steps of ``dx/dt = v(x, t)`` on ``[0, 1]`` (encode),
     with the log-det integrated alongside; decode integrates from 1 back to 0 with the same scheme.
@@ -323,19 +358,15 @@ class FeatureODEBlock(StoredBackward):
         with torch.autocast(x.device.type, enabled=False):
             x = x.to(dtype)
             logdet = x.new_zeros(x.shape[0])
-            operators = self.velocity.operators(dtype)  # once per call, not per stage
+            velocity = self.velocity
             h = -1.0 / steps if inverse else 1.0 / steps
+            start = 1.0 if inverse else 0.0
+            # the operators once per call, at every time the RK4 stages visit (step starts and midpoints)
+            mixing, diagonal, bias = velocity.at_times([start + j * h / 2 for j in range(2 * steps + 1)], None, dtype)
+            step = fused_rk4_step() if velocity.fused else rk4_step
+            omega, h = velocity.omega.to(dtype), torch.tensor(h, dtype=dtype, device=x.device)
             for i in range(steps):
-                t = 1.0 + i * h if inverse else i * h
-                x, dl = self.step(x, t, h, operators)
-                logdet = logdet + dl
+                at = slice(2 * i, 2 * i + 3)
+                x, logdet = step(x, logdet, h, mixing[at], diagonal[at], None if bias is None else bias[at], omega,
+                                 *velocity.layout)
         return x, logdet
-
-    def step(self, x: torch.Tensor, t: float, h: float, operators=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One RK4 step of the augmented state ``(x, log det)`` from ``t`` to ``t + h``."""
-        k1, d1 = self.velocity(x, t, operators)
-        k2, d2 = self.velocity(torch.add(x, k1, alpha=h / 2), t + h / 2, operators)
-        k3, d3 = self.velocity(torch.add(x, k2, alpha=h / 2), t + h / 2, operators)
-        k4, d4 = self.velocity(torch.add(x, k3, alpha=h), t + h, operators)
-        k = torch.add(torch.add(k1, k4), torch.add(k2, k3), alpha=2)
-        return torch.add(x, k, alpha=h / 6), (h / 6) * (d1 + d4 + 2 * (d2 + d3))
