@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from rgflow_vision import RGFlowModel
 from rgflow_vision.flows import RGFlow
 from rgflow_vision.flows.conditioner import fuse_conditioners
-from rgflow_vision.flows.features import FeatureODEBlock, FeatureVelocity
+from rgflow_vision.flows.features import FeatureODEBlock, FeatureVelocity, periodic_convolution
 from rgflow_vision.flows.ode import SCHEMES
 from rgflow_vision.lattice import build_action, ess, log_weights, log_z, reverse_kl
 from rgflow_vision.model import sample_and_log_prob
@@ -394,6 +394,19 @@ def test_the_dense_circulant_and_the_fft_apply_the_same_periodic_convolution(sym
     (v_fft, div_fft), (v_dense, div_dense) = fft(x, 0.3), dense(x, 0.3)
     assert v_fft.abs().max() > 0.1 and div_fft.abs().min() > 0.1
     assert torch.allclose(v_fft, v_dense, atol=1e-12, rtol=0) and torch.allclose(div_fft, div_dense, atol=1e-12, rtol=0)
+
+
+def test_the_periodic_convolutions_written_out_adjoints_are_its_gradients():
+    """The FFT path's convolution backpropagates by hand-written correlations (flows/features.py,
+    PeriodicConvolution): they equal the numerical gradients in float64, and the map is the direct sum
+    v[n, q](x) = sum_p sum_y k[q, p](x - y) x[n, p](y)."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 4, 8, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    kernel = torch.randn(2, 4, 8, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(periodic_convolution, (x, kernel))
+    direct = sum(kernel[:, :, a, b].detach() @ x.detach().roll((a, b), dims=(2, 3)).movedim(1, -1).unsqueeze(-1)
+                 for a in range(8) for b in range(8)).squeeze(-1).movedim(-1, 1)
+    assert torch.allclose(periodic_convolution(x, kernel), direct, atol=1e-12, rtol=0)
 
 
 @pytest.mark.slow  # torch.compile of the feature velocity (dense and FFT paths)
