@@ -12,7 +12,7 @@ import torch
 from rgflow_vision.apps import lattice as lattice_app
 from rgflow_vision.apps import train as train_app
 from rgflow_vision.errors import UserError
-from rgflow_vision.lattice import FlowDrawsDataModule, FreeComplexField, log_weights
+from rgflow_vision.lattice import FlowDrawsDataModule, FreeComplexField, log_weights, reverse_kl
 from rgflow_vision.lattice.module import LatticeFlowModule, evaluation_metrics
 from rgflow_vision.lattice.onsite import OnsitePrior
 from rgflow_vision.lattice.reference import lookup
@@ -69,6 +69,42 @@ def test_evaluation_of_exact_samples_reaches_the_exact_log_z_with_full_ess():
     assert metrics["ess"] == pytest.approx(1.0, abs=1e-9)
     assert metrics["log_z_exact_gap"] == pytest.approx(0.0, abs=1e-9) and metrics["kl"] == pytest.approx(0.0, abs=1e-9)
     assert metrics["chi"] == pytest.approx(2.0, abs=0.15)
+
+
+def test_the_path_gradient_is_the_total_gradient_without_the_score_term():
+    """lattice.gradient=path: on the same draws, the total reverse-KL gradient is the path gradient plus the score
+    term, the gradient of mean log q_theta(x) at fixed x (zero in expectation: both estimate the same gradient, the
+    path one without that noise). Float64, random weights, an exactly invertible (RealNVP) flow."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        module = free_module(gradient="path")
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for p in module.flow.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+
+        def gradient(loss: torch.Tensor) -> torch.Tensor:
+            module.zero_grad()
+            loss.backward()
+            return torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None])
+
+        torch.manual_seed(3)
+        _, log_q, action, _ = module.draw(256)
+        total = gradient(reverse_kl(log_q, action))
+        torch.manual_seed(3)
+        x, log_q_path, action_path = module.path_draw(256)
+        assert torch.allclose(log_q_path, log_q, atol=1e-9) and torch.equal(action_path, action)
+        path = gradient(reverse_kl(log_q_path, action_path))
+        z, logdet = module.flow.encode(x.detach())
+        score = gradient((module.prior.log_prob(z) + logdet).mean())
+    finally:
+        torch.set_default_dtype(default)
+    assert all(p.requires_grad for p in module.parameters())  # held only for the encode
+    assert score.abs().max() > 1e-2 and (path - total).abs().max() > 1e-2
+    assert torch.allclose(total, path + score, atol=1e-9, rtol=0)
+    with pytest.raises(UserError, match="lattice.gradient=score is not an estimator"):
+        free_module(gradient="score")
 
 
 def test_a_few_training_steps_lower_the_loss(tmp_path):

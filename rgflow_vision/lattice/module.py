@@ -66,6 +66,7 @@ class LatticeFlowModule(TrainingBase):
         optim: dict | None = None,
         grow_from: str | None = None,
         compile: bool | str = False,
+        gradient: str = "total",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -74,6 +75,10 @@ class LatticeFlowModule(TrainingBase):
         if compile not in (False, "conditioners"):
             raise UserError(f"compile={compile} is not an option for a lattice training: false, or conditioners (the "
                             "flow's networks and ODE velocities compiled, their matrix products left to the library)")
+        if gradient not in ("total", "path"):
+            raise UserError(f"lattice.gradient={gradient} is not an estimator: total (the reparameterised reverse KL) or "
+                            "path (its path gradient, without the score term: docs/lattice.md)")
+        self.gradient = gradient
         self.flow = build_flow(self.target.channels, self.size, architecture)
         if compile:
             fuse_conditioners(self.flow)
@@ -150,8 +155,31 @@ class LatticeFlowModule(TrainingBase):
 
     # -- steps ---------------------------------------------------------------------------------
 
+    def path_draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x, log q(x), S(x))`` for the path gradient (Roeder et al. 2017, "sticking the landing"; for flows on
+        the lattice Vaitl et al., arXiv 2206.09016): ``x`` is decoded with gradients, and ``log q`` is computed by
+        encoding ``x`` again with the parameters held fixed. The loss's gradient then reaches the parameters only
+        through ``x``: the score term ``E_q[d log q / d theta]``, zero in expectation but not per batch, is gone,
+        and its noise with it; at ``q = p`` the path gradient vanishes draw by draw. The price: one more pass
+        (the encode) and its backward with respect to ``x``."""
+        z = self.prior.sample(n)
+        x, _ = self.flow.decode(z)
+        held = [p for p in self.parameters() if p.requires_grad]
+        try:
+            for p in held:
+                p.requires_grad_(False)
+            z_back, logdet = self.flow.encode(x)
+            log_q = self.prior.log_prob(z_back) + logdet
+        finally:
+            for p in held:
+                p.requires_grad_(True)
+        return x, log_q, self.target(x)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        _, log_q, action, _ = self.draw(self.batch_size)
+        if self.gradient == "path":
+            _, log_q, action = self.path_draw(self.batch_size)
+        else:
+            _, log_q, action, _ = self.draw(self.batch_size)
         loss = reverse_kl(log_q, action)
         self._stop_if_not_finite(loss)
         step_ess = ess(log_weights(log_q.detach(), action.detach()))
