@@ -149,8 +149,8 @@ def fused_residual_stack():
 
 def fuse_conditioners(module: nn.Module) -> int:
     """Run the networks inside ``module`` through their compiled paths (``compile=conditioners``): every
-    :class:`ResidualMLP`'s residual blocks (:func:`fused_residual_stack`) and every feature ODE velocity
-    (:func:`~.features.fused_feature_velocity`), all modules with a ``fused`` switch; returns how many."""
+    :class:`ResidualMLP`'s residual blocks (:func:`fused_residual_stack`) and every feature ODE block's RK4
+    steps (:func:`~.features.fused_rk4_step`), all modules with a ``fused`` switch; returns how many."""
     networks = [m for m in module.modules() if hasattr(m, "fused")]
     for network in networks:
         network.fused = True

@@ -130,7 +130,7 @@ class FeatureVelocity(nn.Module):
         c = self.mixed
         self.weight = nn.Parameter(torch.zeros(time_basis, count, self.num_features, c, c))  # (b, orbit, f, out, in)
         self.bias = nn.Parameter(torch.zeros(time_basis, channels, 1)) if symmetry is None else None
-        self.fused = False  # fuse_conditioners: run feature_velocity compiled
+        self.fused = False  # fuse_conditioners: FeatureODEBlock runs its RK4 steps compiled (fused_rk4_step)
 
     @torch.no_grad()
     def grown_weight(self, small: torch.Tensor) -> torch.Tensor:
@@ -215,8 +215,7 @@ class FeatureVelocity(nn.Module):
     def forward(self, x: torch.Tensor, t: float, operators=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(v, div v)``: ``(N, C*K*K)`` and ``(N,)``; ``operators`` from :meth:`operators` (else built here)."""
         mixing, diagonal, bias = self.at_times([t], operators, x.dtype)
-        velocity = fused_feature_velocity() if self.fused else feature_velocity
-        v, div = velocity(x, mixing[0], diagonal[0], self.omega.to(x.dtype), *self.layout)
+        v, div = feature_velocity(x, mixing[0], diagonal[0], self.omega.to(x.dtype), *self.layout)
         return (v if bias is None else v + bias[0]), div
 
 
@@ -240,7 +239,7 @@ def feature_velocity(x: torch.Tensor, mixing: torch.Tensor, diagonal: torch.Tens
                      symmetry: str | None, dense: bool, a: int, c: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """:meth:`FeatureVelocity.forward` at one time, without the bias: ``mixing`` and ``diagonal`` are the
     operators already summed over the time basis. A plain function of tensors, so that ``torch.compile`` can
-    take it whole (:func:`fused_feature_velocity`)."""
+    take it whole, within an RK4 step (:func:`fused_rk4_step`)."""
     n, s = x.shape[0], k * k
     x = x.view(n, a, c, s)
     feats, trace = site_features(x, omega, symmetry)
@@ -290,15 +289,6 @@ def periodic_convolution(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """``(N, P, K, K)`` signals and ``(Q, P, K, K)`` kernels on the torus -> ``(N, Q, K, K)``
     (:class:`PeriodicConvolution`)."""
     return PeriodicConvolution.apply(x, kernel)
-
-
-@functools.cache
-def fused_feature_velocity():
-    """:func:`feature_velocity` through ``torch.compile`` (``compile=conditioners``, as the coupling networks'
-    residual blocks): the features, their traces and the reshapes around the matrix products (or FFTs) become a
-    few generated loops instead of a dozen eager passes forward and backward. Dynamic shapes: one compilation
-    serves every level and batch."""
-    return torch.compile(feature_velocity, dynamic=True)
 
 
 def rk4_step(x: torch.Tensor, logdet: torch.Tensor, h: torch.Tensor, mixing: torch.Tensor, diagonal: torch.Tensor,
