@@ -284,6 +284,7 @@ def test_lattice_pretrain_trains_the_smaller_torus_first_then_grows_from_it_and_
     assert small["hyper_parameters"]["size"] == 4 and small["hyper_parameters"]["optim"]["lr"] == 1e-2
     grown, _ = load_module(str(results["last_ckpt"]), LatticeFlowModule)
     assert grown.size == 8 and grown.hparams.grow_from == str(first) and grown.hparams.optim["lr"] == 1e-3
+    assert small["hyper_parameters"]["gradient"] == grown.gradient == "path"  # both stages: the recipe's estimator
     # a run stopped during its pretraining (its folder holds the pretraining's checkpoint only): that checkpoint
     # resumes the pretraining (2 more steps), then the L = 8 stage grows from it in the same run folder
     stopped = tmp_path / "stopped" / "pretrain_L4" / "checkpoints" / "last.ckpt"
