@@ -260,7 +260,7 @@ class PeriodicConvolution(torch.autograd.Function):
     adjoints written out: the input's gradient is the correlation with the kernel, ``irfft2(conj(k^) g^)``, and
     the kernel's the correlation of the gradient with the input, ``irfft2(sum_n conj(x^) g^)``. Autograd's own
     backward of ``rfft2`` pads the half spectrum and runs a full complex transform per input plane, with copies
-    around it: at L = 32 (batch 64, nine feature planes) that was half the global layer's training step."""
+    around it: at L = 32 (batch 64, nine feature planes) over a third of the global layer's training step."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
